@@ -1,0 +1,3 @@
+//! The `overlapped` command-line tool.
+
+fn main() {}

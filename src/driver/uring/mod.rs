@@ -1,0 +1,206 @@
+//! The io_uring backend: one ring per completion port.
+//!
+//! - Submission: operations push SQEs under the submission lock; the system call that hands
+//!   them to the kernel is batched (the port decides when: at once for threads that are not
+//!   the port's running workers, otherwise at the worker's next wait).
+//! - Completion: there is no reaper thread. The thread that waits on the port (the poller)
+//!   blocks in `io_uring_enter` and reaps the CQEs itself, so a completion reaches a worker
+//!   without a hop through another thread.
+//! - Ownership: each SQE's user data is a [`RawOp`] handed over by
+//!   [`RawOp::into_user_data`]; it comes back exactly once, with the CQE of that request. Two
+//!   reserved user-data values mark internal requests (wake-up NOPs and cancellations), which
+//!   are never record addresses (records are aligned and non-null).
+//! - Teardown: closing cancels everything in the ring and reaps until no operation is in
+//!   flight, so every buffer is freed only after the kernel is done with it. A record whose
+//!   CQE never comes is leaked, never freed early.
+#![allow(unsafe_code)]
+
+mod prep;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, opcode, squeue};
+
+use crate::op::RawOp;
+use crate::op::machine;
+
+const WAKE: u64 = 0;
+const CANCEL: u64 = 1;
+const RING_ENTRIES: u32 = 1024;
+
+/// An io_uring instance shared by the threads of one completion port.
+pub(crate) struct UringDriver {
+    ring: IoUring,
+    sq_lock: Mutex<()>,
+    cq_lock: Mutex<()>,
+    in_flight: AtomicUsize,
+    closed: AtomicBool,
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl UringDriver {
+    /// Sets up a ring and probes what the library needs: every opcode it uses, timed waits
+    /// (`IORING_FEAT_EXT_ARG`) and cancel-any (`IORING_ASYNC_CANCEL_ANY`, Linux 5.19).
+    pub(crate) fn new() -> io::Result<Self> {
+        let ring = IoUring::builder().setup_clamp().setup_cqsize(RING_ENTRIES * 4).build(RING_ENTRIES)?;
+        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
+            return Err(unsupported("the kernel lacks IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP"));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        if let Some((_, name)) = prep::REQUIRED_OPCODES.iter().find(|(code, _)| !probe.is_supported(*code)) {
+            return Err(unsupported(&format!("the kernel lacks IORING_OP_{name}")));
+        }
+        let driver = Self {
+            ring,
+            sq_lock: Mutex::new(()),
+            cq_lock: Mutex::new(()),
+            in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        };
+        driver.probe_cancel_any()?;
+        Ok(driver)
+    }
+
+    fn probe_cancel_any(&self) -> io::Result<()> {
+        let entry = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL);
+        self.push(&entry);
+        self.ring.submitter().submit_and_wait(1)?;
+        let _cq = lock(&self.cq_lock);
+        // SAFETY: `cq_lock` is held, so this is the only view of the completion queue.
+        let cq = unsafe { self.ring.completion_shared() };
+        let res = cq.map(|cqe| cqe.result()).next().unwrap_or(-libc::ENOENT);
+        if res == -libc::EINVAL {
+            return Err(unsupported("the kernel lacks IORING_ASYNC_CANCEL_ANY"));
+        }
+        Ok(())
+    }
+
+    /// Pushes an SQE, submitting first if the queue is full.
+    fn push(&self, entry: &squeue::Entry) {
+        let _sq = lock(&self.sq_lock);
+        loop {
+            // SAFETY: `sq_lock` is held, so this is the only view of the submission queue; the
+            // queue's tail is published when the view drops, before the lock is released.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            // SAFETY: every pointer in `entry` refers to memory that outlives the request:
+            // operation records stay alive until their CQE (module docs), and internal entries
+            // carry no pointers.
+            if unsafe { sq.push(entry) }.is_ok() {
+                return;
+            }
+            drop(sq);
+            // The queue is full: hand the entries to the kernel to make room.
+            if let Err(e) = self.ring.submitter().submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Starts the next step of `op`. Refused (the op comes back) once the driver is closed.
+    pub(crate) fn submit(&self, mut op: RawOp) -> Result<(), RawOp> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(op);
+        }
+        let entry = prep::sqe(machine::next_step(op.state_mut()));
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let entry = entry.user_data(op.into_user_data());
+        self.push(&entry);
+        Ok(())
+    }
+
+    /// Hands pushed SQEs to the kernel.
+    pub(crate) fn flush(&self) {
+        if self.has_unsubmitted() {
+            let _ = self.ring.submitter().submit();
+        }
+    }
+
+    fn has_unsubmitted(&self) -> bool {
+        let _sq = lock(&self.sq_lock);
+        // SAFETY: `sq_lock` is held, so this is the only view of the submission queue.
+        !unsafe { self.ring.submission_shared() }.is_empty()
+    }
+
+    /// Asks the kernel to cancel the request of the operation with this id.
+    pub(crate) fn cancel(&self, id: usize) {
+        let entry = opcode::AsyncCancel::new(id as u64).build().user_data(CANCEL);
+        self.push(&entry);
+        let _ = self.ring.submitter().submit();
+    }
+
+    /// Makes a thread blocked in [`UringDriver::wait`] return.
+    pub(crate) fn wake(&self) {
+        self.push(&opcode::Nop::new().build().user_data(WAKE));
+        let _ = self.ring.submitter().submit();
+    }
+
+    /// Refuses further submissions and cancels everything in flight.
+    pub(crate) fn close(&self) {
+        {
+            let _sq = lock(&self.sq_lock);
+            self.closed.store(true, Ordering::Release);
+        }
+        self.cancel_all();
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        self.push(&opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL));
+        let _ = self.ring.submitter().submit();
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Submits pending SQEs, waits up to `timeout` (`None`: no limit) for at least one CQE or a
+    /// wake-up, then reaps every CQE, handing each operation to `on_complete` with its result.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        let submitter = self.ring.submitter();
+        let res = match timeout {
+            Some(t) if t.is_zero() => submitter.submit(),
+            Some(t) => {
+                let ts = Timespec::from(t);
+                submitter.submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            }
+            None => submitter.submit_and_wait(1),
+        };
+        // ETIME (timeout), EINTR (signal) and EBUSY (completions to reap first) all mean:
+        // reap what is there and let the caller decide.
+        let _ = res;
+        self.reap(on_complete);
+    }
+
+    fn reap(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        let _cq = lock(&self.cq_lock);
+        // SAFETY: `cq_lock` is held, so this is the only view of the completion queue.
+        let mut cq = unsafe { self.ring.completion_shared() };
+        loop {
+            cq.sync();
+            let Some(cqe) = cq.next() else { break };
+            match cqe.user_data() {
+                WAKE | CANCEL => {}
+                user_data => {
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    // SAFETY: every other user data is a record handed over by `submit`, and
+                    // the kernel posts exactly one CQE per request, so it is taken back once.
+                    let op = unsafe { RawOp::from_user_data(user_data) };
+                    on_complete(op, cqe.result());
+                }
+            }
+        }
+    }
+}
+
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("io_uring backend unavailable: {what}"))
+}

@@ -1,0 +1,61 @@
+//! # overlapped
+//!
+//! Windows completion-based socket I/O on Linux, at io_uring speed: overlapped operations, and
+//! I/O completion ports with their concurrency and last-in first-out wake-up rules, following
+//! the behaviour of Windows rule by rule (the spec: `iocp-semantics.md`; rule ids such as CP-4
+//! are cited in the docs).
+//!
+//! ## The completion-port model (lecture §3)
+//! ```no_run
+//! use overlapped::{BufList, CompletionPort, MsgFlags, Overlapped, Socket};
+//!
+//! # fn main() -> Result<(), overlapped::Error> {
+//! let port: CompletionPort<u32> = CompletionPort::new(0)?; // CreateIoCompletionPort
+//! let listener = Socket::listen_tcp("127.0.0.1:9000".parse().unwrap(), 128)?;
+//! port.associate(&listener, 0)?; // CreateIoCompletionPort(listener, port, 0, 0)
+//! listener.accept(Overlapped::new(0))?; // AcceptEx
+//! loop {
+//!     let done = port.get(None)?; // GetQueuedCompletionStatus
+//!     let mut ov = done.overlapped.expect("an I/O packet");
+//!     if let Some(accepted) = ov.take_accepted() {
+//!         port.associate(&accepted.socket, 1)?;
+//!         accepted.socket.recv(Overlapped::with_buffers(1, BufList::zeroed(4096)), MsgFlags::NONE)?;
+//!         listener.accept(ov)?;
+//!     }
+//! #   break;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Safety
+//! The public API is safe: an operation owns its buffers from the call until its completion
+//! hands them back, so dropping or closing a socket or a port mid-operation cannot free memory
+//! the kernel still writes. `unsafe` code lives in the few modules that touch the ring, raw
+//! buffers, and system calls, each block with a `SAFETY` comment.
+
+pub mod win32;
+
+mod buf;
+mod driver;
+mod error;
+mod op;
+mod overlapped;
+mod port;
+mod socket;
+mod sys;
+
+pub use buf::BufList;
+pub use driver::Backend;
+pub use error::{Error, ErrorKind, Result};
+pub use overlapped::{Overlapped, OverlappedId};
+pub use port::{Completion, CompletionPort, PortBuilder, PostError};
+pub use socket::{Accepted, Domain, Issued, MsgFlags, Protocol, Rejected, Shutdown, Socket, Type};
+
+/// Runs `f` as a blocking section: while it runs, the calling thread does not count toward the
+/// concurrency of the completion port it is running for, so the port may release another
+/// waiting thread (CC-3, CC-6). Linux cannot tell a library when a thread blocks in foreign
+/// code; wrap long blocking calls in this so the port knows (spec §8.4.1).
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    port::worker::blocking(f)
+}

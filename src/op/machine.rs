@@ -1,0 +1,163 @@
+//! How each operation advances: which kernel request comes next ([`next_step`]) and what a
+//! request's result means ([`on_result`]). Backend-independent: io_uring turns a [`Step`] into
+//! an SQE, the readiness backend into a non-blocking system call.
+//!
+//! Multi-step operations: a stream send whose request came back short is resubmitted for the
+//! rest until every byte is sent (WS-1, §8.4.7); `AcceptEx` with a receive buffer is an accept
+//! then a receive on the new socket (AX-4); `ConnectEx` with data is a connect then a send
+//! (CX-2).
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::{OpKind, OpState};
+use crate::error::{Error, ErrorKind};
+use crate::sys;
+
+/// One kernel request. Pointers refer into the operation record, which outlives the request.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Recv { fd: RawFd, buf: *mut u8, len: u32, flags: i32 },
+    RecvMsg { fd: RawFd, msg: *mut libc::msghdr, flags: i32 },
+    Send { fd: RawFd, buf: *const u8, len: u32, flags: i32 },
+    SendMsg { fd: RawFd, msg: *const libc::msghdr, flags: i32 },
+    Accept { fd: RawFd, addr: *mut libc::sockaddr, len: *mut libc::socklen_t },
+    Connect { fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t },
+    Shutdown { fd: RawFd, how: i32 },
+}
+
+/// What a request's result means for the operation.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Another step is needed; call [`next_step`] and submit it.
+    Again,
+    /// The operation is complete with this status; `bytes`/`flags` are set.
+    Done(Result<(), Error>),
+}
+
+const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
+
+/// The next kernel request of `op`. Panics if `op` is idle (a bug: only issued records get
+/// here).
+pub(crate) fn next_step(op: &mut OpState) -> Step {
+    let socket = op.socket.as_ref().expect("issued operation has a socket");
+    let fd = socket.fd();
+    let stream = socket.is_stream();
+    match &op.kind {
+        OpKind::Recv { flags } => recv_step(op, fd, *flags, stream, false),
+        OpKind::RecvFrom { flags } => recv_step(op, fd, *flags, false, true),
+        OpKind::Send { flags } => send_step(op, fd, *flags, false),
+        OpKind::SendTo { flags, .. } => send_step(op, fd, *flags, true),
+        OpKind::Accept { accepted: None } => {
+            let (addr, len) = op.args.addr_out();
+            Step::Accept { fd, addr, len }
+        }
+        OpKind::Accept { accepted: Some(new) } => {
+            let new_fd = new.as_raw_fd();
+            recv_step(op, new_fd, 0, true, false)
+        }
+        OpKind::Connect { connected: false, .. } => {
+            let (addr, len) = op.args.addr_ptr();
+            Step::Connect { fd, addr, len }
+        }
+        OpKind::Connect { connected: true, .. } => send_step(op, fd, 0, false),
+        OpKind::Disconnect => Step::Shutdown { fd, how: libc::SHUT_WR },
+        OpKind::Idle => unreachable!("idle operation has no step"),
+    }
+}
+
+fn recv_step(op: &mut OpState, fd: RawFd, flags: i32, plain: bool, with_addr: bool) -> Step {
+    if plain && op.bufs.len() == 1 {
+        let buf = &mut op.bufs[0];
+        return Step::Recv { fd, buf: buf.as_mut_ptr(), len: clamp_len(buf.len()), flags };
+    }
+    op.args.set_iovecs(&mut op.bufs, 0);
+    Step::RecvMsg { fd, msg: op.args.msghdr(with_addr, true), flags }
+}
+
+fn send_step(op: &mut OpState, fd: RawFd, flags: i32, with_addr: bool) -> Step {
+    let flags = flags | SEND_FLAGS;
+    if !with_addr && op.bufs.len() == 1 {
+        let rest = &op.bufs[0][op.progress..];
+        return Step::Send { fd, buf: rest.as_ptr(), len: clamp_len(rest.len()), flags };
+    }
+    op.args.set_iovecs(&mut op.bufs, op.progress);
+    Step::SendMsg { fd, msg: op.args.msghdr(with_addr, false), flags }
+}
+
+fn clamp_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Applies the result of the request made by the last [`next_step`] (`res` is the kernel's
+/// return value: a count, a new fd, or a negated errno).
+pub(crate) fn on_result(op: &mut OpState, res: i32) -> Progress {
+    let stream = op.socket.as_ref().is_some_and(|s| s.is_stream());
+    match &mut op.kind {
+        OpKind::Recv { .. } => finish_recv(op, res, false),
+        OpKind::RecvFrom { .. } => finish_recv(op, res, true),
+        OpKind::Send { .. } => continue_send(op, res, stream),
+        OpKind::SendTo { .. } => continue_send(op, res, false),
+        OpKind::Accept { accepted } => match (accepted.is_some(), res) {
+            (_, res) if res < 0 => Progress::Done(Err(errno_error(res))),
+            (false, fd) => {
+                *accepted = Some(sys::fd_from_kernel(fd));
+                if op.bufs.total_len() > 0 { Progress::Again } else { Progress::Done(Ok(())) }
+            }
+            (true, n) => {
+                op.bytes = n as usize;
+                Progress::Done(Ok(()))
+            }
+        },
+        OpKind::Connect { connected, .. } => {
+            if res < 0 {
+                return Progress::Done(Err(errno_error(res)));
+            }
+            if *connected {
+                return continue_send(op, res, true);
+            }
+            *connected = true;
+            if op.bufs.total_len() > 0 { Progress::Again } else { Progress::Done(Ok(())) }
+        }
+        OpKind::Disconnect => Progress::Done(if res < 0 { Err(errno_error(res)) } else { Ok(()) }),
+        OpKind::Idle => Progress::Done(Err(Error::new(ErrorKind::InvalidArgument))),
+    }
+}
+
+fn finish_recv(op: &mut OpState, res: i32, with_addr: bool) -> Progress {
+    if res < 0 {
+        return Progress::Done(Err(errno_error(res)));
+    }
+    op.bytes = res as usize;
+    let used_msghdr = !op.args.iovecs().is_empty() || with_addr;
+    if !used_msghdr {
+        return Progress::Done(Ok(()));
+    }
+    op.flags = op.args.msg_flags();
+    if with_addr {
+        op.peer = op.args.received_name();
+    }
+    if op.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        // RV-3: the buffers keep the first part; the rest of the datagram is gone.
+        return Progress::Done(Err(Error::new(ErrorKind::MessageTooLong)));
+    }
+    Progress::Done(Ok(()))
+}
+
+fn continue_send(op: &mut OpState, res: i32, stream: bool) -> Progress {
+    if res < 0 {
+        op.bytes = op.progress;
+        return Progress::Done(Err(errno_error(res)));
+    }
+    op.progress += res as usize;
+    let total = op.bufs.total_len();
+    if stream && res > 0 && op.progress < total {
+        return Progress::Again;
+    }
+    op.bytes = op.progress;
+    Progress::Done(Ok(()))
+}
+
+/// The error for a negated errno returned by the kernel.
+pub(crate) fn errno_error(res: i32) -> Error {
+    Error::from_errno(-res)
+}

@@ -1,0 +1,155 @@
+//! The overlapped operation record and the operations it can carry.
+//!
+//! An operation is defined once here (what it needs, which ordered lane of its socket it runs
+//! in, how its steps advance: [`machine`]); each backend turns a [`machine::Step`] into kernel
+//! work (io_uring: `driver/uring/prep.rs`).
+//!
+//! Ownership: the caller's [`Overlapped`](crate::Overlapped) is a boxed record. Issuing an
+//! operation moves the box into a [`RawOp`] that the socket's lane or the driver's in-flight
+//! set owns until the kernel is done with every pointer in it; the completion hands the box
+//! back. Nothing else may free it (see `record.rs`).
+
+pub(crate) mod inline;
+pub(crate) mod kernel_args;
+pub(crate) mod machine;
+pub(crate) mod record;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use crate::buf::BufList;
+use crate::error::Error;
+use crate::socket::Accepted;
+use crate::socket::inner::SocketInner;
+
+pub(crate) use kernel_args::KernelArgs;
+pub(crate) use record::{RawOp, Record};
+
+/// Which operation a record is carrying, with its own arguments.
+#[derive(Debug, Default)]
+pub(crate) enum OpKind {
+    /// Not issued yet (or handed back).
+    #[default]
+    Idle,
+    /// `WSARecv`.
+    Recv { flags: i32 },
+    /// `WSASend`.
+    Send { flags: i32 },
+    /// `WSARecvFrom`.
+    RecvFrom { flags: i32 },
+    /// `WSASendTo`.
+    SendTo { to: SocketAddr, flags: i32 },
+    /// `AcceptEx`: the accept, then (with a receive buffer) the first receive on the new socket.
+    Accept { accepted: Option<OwnedFd> },
+    /// `ConnectEx`: the connect, then (with a send buffer) the send of that data.
+    Connect { to: SocketAddr, connected: bool },
+    /// `DisconnectEx`: a send-side shutdown.
+    Disconnect,
+}
+
+/// The ordered lane of a socket an operation runs in (spec §8.4.12: per socket, receives are
+/// filled and sends transmitted in call order, so at most one kernel request per direction is
+/// in flight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Receives, in call order.
+    Read,
+    /// Sends and disconnects, in call order.
+    Write,
+    /// Accepts and connects, which need no ordering among themselves.
+    Free,
+}
+
+impl OpKind {
+    pub(crate) fn lane(&self) -> Lane {
+        match self {
+            Self::Recv { .. } | Self::RecvFrom { .. } => Lane::Read,
+            Self::Send { .. } | Self::SendTo { .. } | Self::Disconnect => Lane::Write,
+            Self::Idle | Self::Accept { .. } | Self::Connect { .. } => Lane::Free,
+        }
+    }
+
+    /// Whether closing the socket turns this operation's cancellation into
+    /// `STATUS_CONNECTION_ABORTED` rather than `STATUS_CANCELLED` (CN-5, §8.3).
+    pub(crate) fn aborts_connection_on_close(&self) -> bool {
+        matches!(self, Self::Recv { .. } | Self::Send { .. } | Self::RecvFrom { .. } | Self::SendTo { .. })
+    }
+}
+
+/// Where an operation is in its life (`OVERLAPPED.Internal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// `STATUS_PENDING`: issued, not yet completed (or never issued).
+    Pending,
+    /// Completed with this result.
+    Done(Result<(), Error>),
+}
+
+/// Why an operation was asked to stop early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CancelReason {
+    /// `CancelIo` / `CancelIoEx`, or the port closing.
+    Cancel,
+    /// `closesocket` on the operation's socket.
+    Close,
+}
+
+/// The non-generic part of every operation record.
+pub(crate) struct OpState {
+    pub(crate) kind: OpKind,
+    pub(crate) bufs: BufList,
+    pub(crate) args: KernelArgs,
+    /// Bytes moved by earlier steps (a short send's first part, a connect's data).
+    pub(crate) progress: usize,
+    /// `OVERLAPPED.InternalHigh`: bytes transferred.
+    pub(crate) bytes: usize,
+    /// Receive flags reported by the completion (`MSG_TRUNC`, ...).
+    pub(crate) flags: i32,
+    /// `OVERLAPPED.Internal`.
+    pub(crate) status: Status,
+    /// The socket the operation runs on, while issued.
+    pub(crate) socket: Option<Arc<SocketInner>>,
+    /// Set when a cancellation reached the operation between two steps.
+    pub(crate) cancel: Option<CancelReason>,
+    /// The thread that issued the operation (for `CancelIo`).
+    pub(crate) issuer: u64,
+    /// `AcceptEx` output: the new socket and its addresses.
+    pub(crate) accepted: Option<Accepted>,
+    /// `WSARecvFrom` output: the sender's address.
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl OpState {
+    pub(crate) fn new(bufs: BufList) -> Self {
+        Self {
+            kind: OpKind::Idle,
+            bufs,
+            args: KernelArgs::default(),
+            progress: 0,
+            bytes: 0,
+            flags: 0,
+            status: Status::Pending,
+            socket: None,
+            cancel: None,
+            issuer: 0,
+            accepted: None,
+            peer: None,
+        }
+    }
+
+    /// Clears the outputs of an earlier flight before the record is issued again.
+    pub(crate) fn reset_for_issue(&mut self, kind: OpKind, socket: Arc<SocketInner>, issuer: u64) {
+        self.kind = kind;
+        self.args.clear();
+        self.progress = 0;
+        self.bytes = 0;
+        self.flags = 0;
+        self.status = Status::Pending;
+        self.socket = Some(socket);
+        self.cancel = None;
+        self.issuer = issuer;
+        self.accepted = None;
+        self.peer = None;
+    }
+}

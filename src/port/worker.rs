@@ -1,0 +1,86 @@
+//! Per-thread bookkeeping for completion ports: the thread's id (for LIFO waiting and for
+//! `CancelIo`), and the port it is currently *running* for.
+//!
+//! A thread counts as running on a port from the moment it takes a packet until it next calls
+//! `get` on that port, calls `get` on another port, or exits (CC-2, CC-3); while it runs, the
+//! port's `active` count includes it.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, Thread};
+
+use super::core::PortCore;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Worker {
+    id: u64,
+    thread: Thread,
+    running_on: RefCell<Option<Arc<PortCore>>>,
+    /// Nesting depth of [`crate::blocking`] sections.
+    blocked: Cell<u32>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // A thread that exits while running stops counting toward its port's concurrency.
+        if let Some(port) = self.running_on.get_mut().take() {
+            port.leave_active();
+        }
+    }
+}
+
+thread_local! {
+    static WORKER: Worker = Worker {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        thread: thread::current(),
+        running_on: RefCell::new(None),
+        blocked: Cell::new(0),
+    };
+}
+
+/// This thread's id (unique for the life of the process).
+pub(crate) fn id() -> u64 {
+    WORKER.try_with(|w| w.id).unwrap_or(0)
+}
+
+/// This thread's handle, for waking it.
+pub(crate) fn thread() -> Thread {
+    WORKER.try_with(|w| w.thread.clone()).unwrap_or_else(|_| thread::current())
+}
+
+/// Stops running on whatever port this thread was running on, returning that port.
+pub(crate) fn take_running() -> Option<Arc<PortCore>> {
+    WORKER.try_with(|w| w.running_on.borrow_mut().take()).ok().flatten()
+}
+
+/// Marks this thread as running on `port` (it just took a packet from it).
+pub(crate) fn set_running(port: Arc<PortCore>) {
+    let _ = WORKER.try_with(|w| *w.running_on.borrow_mut() = Some(port));
+}
+
+/// Whether this thread is running on `port` (so its submissions can wait for its next `get`).
+pub(crate) fn is_running_on(port: &PortCore) -> bool {
+    WORKER.try_with(|w| w.running_on.borrow().as_deref().is_some_and(|p| std::ptr::eq(p, port))).unwrap_or(false)
+}
+
+/// Runs `f` as a blocking section: while it runs, the thread does not count toward its port's
+/// concurrency, so another waiting thread may be released (CC-3, CC-6, spec §8.4.1).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let port = WORKER.try_with(|w| {
+        let outer = w.blocked.get() == 0;
+        w.blocked.set(w.blocked.get() + 1);
+        if outer { w.running_on.borrow().clone() } else { None }
+    });
+    let port = port.ok().flatten();
+    if let Some(p) = &port {
+        p.leave_active();
+    }
+    let result = f();
+    let _ = WORKER.try_with(|w| w.blocked.set(w.blocked.get() - 1));
+    if let Some(p) = &port {
+        p.reenter_active();
+    }
+    result
+}

@@ -1,0 +1,357 @@
+//! The library's handle-table entry for one socket: its descriptor, its port association, and
+//! the operations it has in flight, kept in ordered lanes.
+//!
+//! Lanes (spec §8.4.12): receives run one at a time in call order, and so do sends and
+//! disconnects; accepts and connects run freely. An operation waiting behind another is held
+//! here, not in the kernel, and starts when the one ahead of it finishes.
+//!
+//! Closing (spec CN-5, §8.4.5): `close(2)` does not cancel io_uring requests, so closing the
+//! handle cancels every operation itself; the descriptor is closed only when the last
+//! operation holding this entry has come back from the kernel (the entry is reference
+//! counted, and in-flight operations hold a reference).
+
+use std::any::TypeId;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::error::{Error, ErrorKind};
+use crate::op::inline::{self, Inline};
+use crate::op::{CancelReason, Lane, OpKind, RawOp, Status};
+use crate::port::core::{Packet, PortCore};
+use crate::socket::Accepted;
+
+/// A socket's association with a completion port (`CreateIoCompletionPort(socket, port, key)`).
+pub(crate) struct Association {
+    pub(crate) port: Arc<PortCore>,
+    pub(crate) key: usize,
+    pub(crate) context_type: TypeId,
+}
+
+/// One operation that the kernel (or a step between two kernel requests) holds.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    id: usize,
+    issuer: u64,
+    cancel: Option<CancelReason>,
+}
+
+impl InFlight {
+    fn of(op: &RawOp) -> Self {
+        Self { id: op.id(), issuer: op.state().issuer, cancel: None }
+    }
+}
+
+#[derive(Default)]
+struct OrderedLane {
+    active: Option<InFlight>,
+    waiting: VecDeque<RawOp>,
+}
+
+#[derive(Default)]
+struct SocketState {
+    closed: bool,
+    shut_write: bool,
+    shut_read: bool,
+    read: OrderedLane,
+    write: OrderedLane,
+    free: Vec<InFlight>,
+}
+
+impl SocketState {
+    fn ordered(&mut self, lane: Lane) -> Option<&mut OrderedLane> {
+        match lane {
+            Lane::Read => Some(&mut self.read),
+            Lane::Write => Some(&mut self.write),
+            Lane::Free => None,
+        }
+    }
+
+    fn in_flight_mut(&mut self, id: usize) -> Option<&mut InFlight> {
+        let lanes = [self.read.active.as_mut(), self.write.active.as_mut()];
+        lanes.into_iter().flatten().chain(self.free.iter_mut()).find(|f| f.id == id)
+    }
+
+    /// Removes the record of a finished operation; returns its cancel reason.
+    fn remove(&mut self, id: usize, lane: Lane) -> Option<CancelReason> {
+        match self.ordered(lane) {
+            Some(l) => l.active.take().and_then(|f| f.cancel),
+            None => {
+                let at = self.free.iter().position(|f| f.id == id)?;
+                self.free.swap_remove(at).cancel
+            }
+        }
+    }
+}
+
+/// Whether an issued operation went to the kernel or waits in its lane.
+pub(crate) enum Started {
+    /// Submitted (or queued behind an earlier operation of its lane).
+    Pending,
+    /// Completed on the spot through the skip-on-success fast path: no packet follows.
+    Inline(RawOp),
+}
+
+/// The shared state behind every handle of one socket.
+pub(crate) struct SocketInner {
+    fd: OwnedFd,
+    stream: bool,
+    state: Mutex<SocketState>,
+    assoc: OnceLock<Association>,
+    skip_on_success: AtomicBool,
+}
+
+impl SocketInner {
+    pub(crate) fn new(fd: OwnedFd, stream: bool) -> Self {
+        Self { fd, stream, state: Mutex::default(), assoc: OnceLock::new(), skip_on_success: AtomicBool::new(false) }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn owned_fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub(crate) fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SocketState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    pub(crate) fn association(&self) -> Option<&Association> {
+        self.assoc.get()
+    }
+
+    /// `CreateIoCompletionPort(socket, port, key, 0)`: once per socket (CP-4).
+    pub(crate) fn associate(&self, assoc: Association) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::new(ErrorKind::NotSocket));
+        }
+        self.assoc.set(assoc).map_err(|_| Error::new(ErrorKind::AlreadyAssociated))
+    }
+
+    pub(crate) fn set_skip_on_success(&self) {
+        self.skip_on_success.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn skips_on_success(&self) -> bool {
+        self.skip_on_success.load(Ordering::Acquire)
+    }
+
+    /// Records a local shutdown (§8.3: `EPIPE` after our own `SHUT_WR` is `WSAESHUTDOWN`;
+    /// CN-7: new receives after `SD_RECEIVE` fail). Returns whether receives are pending.
+    pub(crate) fn mark_shutdown(&self, read: bool, write: bool) -> bool {
+        let mut st = self.lock();
+        st.shut_read |= read;
+        st.shut_write |= write;
+        st.read.active.is_some()
+    }
+
+    /// Starts an issued operation: refuses it on a closed or shut-down socket, queues it
+    /// behind its lane, completes it inline in skip-on-success mode, or submits it.
+    pub(crate) fn start(self: &Arc<Self>, port: &PortCore, op: RawOp) -> Result<Started, (Error, RawOp)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((Error::new(ErrorKind::NotSocket), op));
+        }
+        let kind = &op.state().kind;
+        if (st.shut_read && kind.lane() == Lane::Read) || (st.shut_write && kind.lane() == Lane::Write) {
+            return Err((Error::new(ErrorKind::Shutdown), op));
+        }
+        let lane = kind.lane();
+        if let Some(ordered) = st.ordered(lane) {
+            if ordered.active.is_some() {
+                ordered.waiting.push_back(op);
+                return Ok(Started::Pending);
+            }
+        }
+        let mut op = op;
+        if self.skips_on_success() {
+            match inline::try_complete(&mut op) {
+                Inline::Done => return Ok(Started::Inline(op)),
+                Inline::Failed(e) => return Err((e, op)),
+                Inline::WouldBlock => {}
+            }
+        }
+        let entry = InFlight::of(&op);
+        match port.submit(op) {
+            Ok(()) => {
+                match st.ordered(lane) {
+                    Some(ordered) => ordered.active = Some(entry),
+                    None => st.free.push(entry),
+                }
+                Ok(Started::Pending)
+            }
+            Err(op) => Err((Error::new(ErrorKind::InvalidHandle), op)),
+        }
+    }
+
+    /// Submits the next step of a multi-step operation, unless it was cancelled meanwhile.
+    /// Returns the operation if it must finish now (cancelled, or the port is closed).
+    pub(crate) fn resubmit(&self, port: &PortCore, op: RawOp) -> Result<(), RawOp> {
+        // Checked and submitted under the lock, so a cancellation cannot slip in between.
+        let mut st = self.lock();
+        if st.closed || st.in_flight_mut(op.id()).and_then(|f| f.cancel).is_some() {
+            return Err(op);
+        }
+        port.submit(op)
+    }
+
+    /// Finishes an operation: takes it off its lane, starts the next one waiting there, and
+    /// returns the packet to deliver (with the status the spec gives a closed socket's
+    /// operations, CN-5).
+    pub(crate) fn finish(self: &Arc<Self>, port: &PortCore, op: RawOp, status: Result<(), Error>) -> Packet {
+        let lane = op.state().kind.lane();
+        let (reason, shut_write, next) = {
+            let mut st = self.lock();
+            let reason = st.remove(op.id(), lane).or(op.state().cancel);
+            let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
+            (reason, st.shut_write, next)
+        };
+        if let Some(next) = next {
+            self.start_waiting(port, next);
+        }
+        let status = self.adjust_status(&op.state().kind, status, reason, shut_write);
+        self.packet(op, status)
+    }
+
+    /// Writes the final status into the record (`OVERLAPPED.Internal`), turns an accepted
+    /// descriptor into the `AcceptEx` outputs, and wraps the record in a packet.
+    fn packet(&self, mut op: RawOp, mut status: Result<(), Error>) -> Packet {
+        let state = op.state_mut();
+        state.socket = None;
+        if let OpKind::Accept { accepted } = &mut state.kind {
+            if let (Some(fd), Ok(())) = (accepted.take(), status) {
+                match Accepted::from_fd(fd, state.args.addr()) {
+                    Ok(a) => state.accepted = Some(a),
+                    Err(e) => status = Err(e),
+                }
+            }
+        }
+        if status.is_err() {
+            state.accepted = None;
+        }
+        state.status = Status::Done(status);
+        let key = self.association().map_or(0, |a| a.key);
+        Packet { key, bytes: state.bytes, status, op: Some(op) }
+    }
+
+    /// Starts an operation that waited in its lane; if it cannot start, finishes it at once
+    /// (aborted) and tries the next.
+    fn start_waiting(self: &Arc<Self>, port: &PortCore, op: RawOp) {
+        let mut op = op;
+        loop {
+            let lane = op.state().kind.lane();
+            let mut st = self.lock();
+            let entry = InFlight::of(&op);
+            let refused = if st.closed { Err(op) } else { port.submit(op) };
+            let Err(back) = refused else {
+                if let Some(l) = st.ordered(lane) {
+                    l.active = Some(entry);
+                }
+                return;
+            };
+            let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
+            let reason = if st.closed { CancelReason::Close } else { CancelReason::Cancel };
+            drop(st);
+            let mut back = back;
+            back.state_mut().cancel = Some(reason);
+            let packet = self.finish_unstarted(back);
+            port.deliver_or_drop(packet);
+            match next {
+                Some(n) => op = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Completes an operation that never reached the kernel, as cancelled.
+    fn finish_unstarted(&self, mut op: RawOp) -> Packet {
+        let reason = op.state().cancel;
+        let status = self.adjust_status(&op.state().kind, Err(Error::new(ErrorKind::OperationAborted)), reason, false);
+        op.state_mut().bytes = 0;
+        self.packet(op, status)
+    }
+
+    fn adjust_status(
+        &self,
+        kind: &OpKind,
+        status: Result<(), Error>,
+        reason: Option<CancelReason>,
+        shut_write: bool,
+    ) -> Result<(), Error> {
+        let Err(e) = status else { return status };
+        match (e.kind(), reason) {
+            // CN-5: closing a connected stream socket aborts its data operations.
+            (ErrorKind::OperationAborted, Some(CancelReason::Close))
+                if self.stream && kind.aborts_connection_on_close() =>
+            {
+                Err(Error::new(ErrorKind::ConnectionAborted))
+            }
+            // §8.3: EPIPE after our own shutdown is WSAESHUTDOWN, not a reset.
+            (ErrorKind::ConnectionReset, _) if shut_write && e.raw_os_error() == Some(libc::EPIPE) => {
+                Err(Error::with_errno(ErrorKind::Shutdown, libc::EPIPE))
+            }
+            _ => status,
+        }
+    }
+
+    /// Cancels operations matching `pick` (by id and issuing thread). Returns how many were
+    /// found; waiting ones complete at once (delivered here), in-flight ones when the kernel
+    /// answers the cancellation.
+    pub(crate) fn cancel(self: &Arc<Self>, pick: impl Fn(usize, u64) -> bool, reason: CancelReason) -> usize {
+        let Some(assoc) = self.association() else { return 0 };
+        let port = &assoc.port;
+        let mut unstarted = Vec::new();
+        let mut found = 0;
+        {
+            let mut st = self.lock();
+            let SocketState { read, write, free, .. } = &mut *st;
+            for lane in [&mut *read, &mut *write] {
+                let mut kept = VecDeque::new();
+                for op in lane.waiting.drain(..) {
+                    if pick(op.id(), op.state().issuer) { unstarted.push(op) } else { kept.push_back(op) }
+                }
+                lane.waiting = kept;
+            }
+            let actives = [read.active.as_mut(), write.active.as_mut()];
+            for f in actives.into_iter().flatten().chain(free.iter_mut()) {
+                if pick(f.id, f.issuer) {
+                    f.cancel = Some(reason);
+                    port.cancel(f.id);
+                    found += 1;
+                }
+            }
+        }
+        found += unstarted.len();
+        for mut op in unstarted {
+            op.state_mut().cancel = Some(reason);
+            let packet = self.finish_unstarted(op);
+            port.deliver_or_drop(packet);
+        }
+        found
+    }
+
+    /// `closesocket`: marks the socket closed and cancels everything it has in flight.
+    /// Returns false if it was already closed.
+    pub(crate) fn close(self: &Arc<Self>) -> bool {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return false;
+            }
+            st.closed = true;
+        }
+        self.cancel(|_, _| true, CancelReason::Close);
+        true
+    }
+}

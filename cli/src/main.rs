@@ -1,3 +1,56 @@
-//! The `overlapped` command-line tool.
+//! The `overlapped` command-line tool: runs the lecture's echo servers.
+//!
+//! `overlapped serve --model port --addr 127.0.0.1:9000 [--threads N]` runs the IOCP echo
+//! server until SIGINT or SIGTERM, then shuts its workers down through posted packets
+//! (`PostQueuedCompletionStatus`) and exits 0.
 
-fn main() {}
+mod serve;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "overlapped", version, about = "Windows overlapped I/O and completion ports on Linux")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an echo server built on one of the lecture's I/O models.
+    Serve {
+        /// The I/O model.
+        #[arg(long, value_enum, default_value_t = Model::Port)]
+        model: Model,
+        /// The address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// Worker threads (0: CPUs x 2).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+}
+
+/// The lecture's I/O models.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Model {
+    /// I/O completion port (lecture section 3).
+    Port,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { model, addr, threads } => serve::run(model, addr, threads),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overlapped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Helpers shared by the conformance tests: ports, connected socket pairs, and expectations
+//! about packets. Every wait is bounded, so a missing completion fails a test instead of
+//! hanging it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use overlapped::{Completion, CompletionPort, ErrorKind, Socket};
+
+/// How long a test waits for a completion that must come.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure a completion does not come.
+pub const QUIET: Duration = Duration::from_millis(100);
+
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+pub fn loopback_v6() -> SocketAddr {
+    "[::1]:0".parse().unwrap()
+}
+
+/// A port with the given concurrency.
+pub fn port<C: Send + 'static>(concurrency: usize) -> CompletionPort<C> {
+    CompletionPort::new(concurrency).expect("create a completion port")
+}
+
+/// A connected TCP pair on `addr`'s family: the library side (associated with `port` under
+/// `key`) and a std client.
+pub fn tcp_pair_on<C: Send + 'static>(port: &CompletionPort<C>, key: usize, addr: SocketAddr) -> (Socket, TcpStream) {
+    let listener = TcpListener::bind(addr).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let server = Socket::from(server);
+    port.associate(&server, key).expect("associate");
+    (server, client)
+}
+
+/// A connected IPv4 TCP pair, see [`tcp_pair_on`].
+pub fn tcp_pair<C: Send + 'static>(port: &CompletionPort<C>, key: usize) -> (Socket, TcpStream) {
+    tcp_pair_on(port, key, loopback())
+}
+
+/// A bound UDP socket associated with `port`, and a std UDP peer connected to it.
+pub fn udp_pair<C: Send + 'static>(port: &CompletionPort<C>, key: usize) -> (Socket, UdpSocket) {
+    let std_sock = UdpSocket::bind(loopback()).unwrap();
+    let peer = UdpSocket::bind(loopback()).unwrap();
+    peer.connect(std_sock.local_addr().unwrap()).unwrap();
+    let sock = Socket::from(std_sock);
+    port.associate(&sock, key).expect("associate");
+    (sock, peer)
+}
+
+/// The next packet, which must come within [`WAIT`].
+#[track_caller]
+pub fn next<C: Send + 'static>(port: &CompletionPort<C>) -> Completion<C> {
+    match port.get(Some(WAIT)) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a packet, got {e}"),
+    }
+}
+
+/// Asserts that no packet comes within [`QUIET`].
+#[track_caller]
+pub fn assert_quiet<C: Send + 'static>(port: &CompletionPort<C>) {
+    match port.get(Some(QUIET)) {
+        Err(e) if e.kind() == ErrorKind::Timeout => {}
+        Err(e) => panic!("expected a timeout, got {e}"),
+        Ok(c) => panic!("expected no packet, got {c:?}"),
+    }
+}
+
+/// The number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}

@@ -65,7 +65,7 @@ impl PortCore {
     /// they reach the kernel in one system call with its wait; anyone else's go at once.
     pub(crate) fn submit(&self, op: RawOp) -> Result<(), RawOp> {
         self.driver.submit(op)?;
-        if !worker::is_running_on(self) {
+        if !worker::may_defer_submissions(self) {
             self.driver.flush();
         }
         Ok(())
@@ -108,8 +108,10 @@ impl PortCore {
             other.leave_active();
         }
         let result = self.wait_for_packet(deadline, same);
-        if result.is_ok() {
-            worker::set_running(if same { previous.expect("same port") } else { Arc::clone(self) });
+        match result {
+            Ok(_) => worker::set_running(if same { previous.expect("same port") } else { Arc::clone(self) }),
+            // Leaving without a packet: what this thread deferred must reach the kernel now.
+            Err(_) => self.driver.flush(),
         }
         result
     }
@@ -150,7 +152,7 @@ impl PortCore {
             if st.poller.is_none() {
                 st.poller = Some(me);
                 drop(st);
-                self.driver.wait(remaining, &mut |op, res| self.on_completion(op, res));
+                worker::reaping(|| self.driver.wait(remaining, &mut |op, res| self.on_completion(op, res)));
                 polled = true;
                 st = self.lock();
                 if st.poller == Some(me) {

@@ -20,6 +20,8 @@ struct Worker {
     running_on: RefCell<Option<Arc<PortCore>>>,
     /// Nesting depth of [`crate::blocking`] sections.
     blocked: Cell<u32>,
+    /// Set while this thread reaps completions for a port (see [`reaping`]).
+    reaping: Cell<bool>,
 }
 
 impl Drop for Worker {
@@ -37,6 +39,7 @@ thread_local! {
         thread: thread::current(),
         running_on: RefCell::new(None),
         blocked: Cell::new(0),
+        reaping: Cell::new(false),
     };
 }
 
@@ -60,9 +63,21 @@ pub(crate) fn set_running(port: Arc<PortCore>) {
     let _ = WORKER.try_with(|w| *w.running_on.borrow_mut() = Some(port));
 }
 
-/// Whether this thread is running on `port` (so its submissions can wait for its next `get`).
-pub(crate) fn is_running_on(port: &PortCore) -> bool {
-    WORKER.try_with(|w| w.running_on.borrow().as_deref().is_some_and(|p| std::ptr::eq(p, port))).unwrap_or(false)
+/// Whether submissions this thread makes to `port` may wait: it is running on the port (its
+/// next `get` submits them with its wait), or it is reaping the port's completions (the wait
+/// it returns to submits them).
+pub(crate) fn may_defer_submissions(port: &PortCore) -> bool {
+    WORKER
+        .try_with(|w| w.reaping.get() || w.running_on.borrow().as_deref().is_some_and(|p| std::ptr::eq(p, port)))
+        .unwrap_or(false)
+}
+
+/// Runs `f` (a driver wait that reaps completions) with submissions deferred.
+pub(crate) fn reaping<R>(f: impl FnOnce() -> R) -> R {
+    let was = WORKER.try_with(|w| w.reaping.replace(true)).unwrap_or(true);
+    let result = f();
+    let _ = WORKER.try_with(|w| w.reaping.set(was));
+    result
 }
 
 /// Runs `f` as a blocking section: while it runs, the thread does not count toward its port's

@@ -1,0 +1,79 @@
+//! Steady-state echo through a completion port allocates nothing on the heap per operation:
+//! the record and its buffers are reused, and the port's queues keep their capacity. Counted
+//! with a global allocator wrapper, after a warm-up.
+
+#![allow(unsafe_code)] // a counting global allocator needs `unsafe impl GlobalAlloc`
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use overlapped::{BufList, MsgFlags, Overlapped};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, forwarded.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours, forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// One echo round trip: the client sends, the server's recv completes, the server sends the
+/// bytes back with the same record, the send completes, the client reads them.
+fn round_trip(
+    port: &overlapped::CompletionPort<u8>,
+    server: &overlapped::Socket,
+    client: &mut std::net::TcpStream,
+    ov: Overlapped<u8>,
+    msg: &[u8],
+    back: &mut [u8],
+) -> Overlapped<u8> {
+    server.recv(ov, MsgFlags::NONE).unwrap();
+    client.write_all(msg).unwrap();
+    let done = port.get(Some(common::WAIT)).unwrap();
+    let mut ov = done.overlapped.unwrap();
+    ov.buffers_mut()[0].truncate(done.bytes);
+    server.send(ov, MsgFlags::NONE).unwrap();
+    let done = port.get(Some(common::WAIT)).unwrap();
+    client.read_exact(back).unwrap();
+    let mut ov = done.overlapped.unwrap();
+    ov.buffers_mut()[0].resize(4096, 0);
+    ov
+}
+
+#[test]
+fn steady_state_echo_allocates_nothing_per_operation() {
+    let port = common::port::<u8>(1);
+    let (server, mut client) = common::tcp_pair(&port, 1);
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut ov = Overlapped::with_buffers(0u8, BufList::zeroed(4096));
+    for _ in 0..200 {
+        ov = round_trip(&port, &server, &mut client, ov, &msg, &mut back);
+    }
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..1000 {
+        ov = round_trip(&port, &server, &mut client, ov, &msg, &mut back);
+    }
+    let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(back, msg);
+    assert_eq!(allocated, 0, "{allocated} heap allocations in 2000 steady-state operations");
+}

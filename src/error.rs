@@ -74,6 +74,9 @@ pub enum ErrorKind {
     /// The operation is not supported on this socket (`STATUS_NOT_SUPPORTED`;
     /// `ERROR_NOT_SUPPORTED` 50 / `WSAEOPNOTSUPP` 10045).
     Unsupported,
+    /// A buffer or address pointer was invalid (`STATUS_ACCESS_VIOLATION`; `ERROR_NOACCESS` 998
+    /// / `WSAEFAULT` 10014).
+    Fault,
     /// Permission denied (`STATUS_ACCESS_DENIED`; `ERROR_ACCESS_DENIED` 5 / `WSAEACCES` 10013).
     PermissionDenied,
     /// A wait timed out (`WAIT_TIMEOUT` 258). Distinct from [`ErrorKind::PortClosed`] (GQ-3).
@@ -133,6 +136,7 @@ impl ErrorKind {
             Self::NoBuffers => codes(STATUS_INSUFFICIENT_RESOURCES, 1450, 10055),
             Self::Unsupported => codes(STATUS_NOT_SUPPORTED, 50, 10045),
             Self::PermissionDenied => codes(STATUS_ACCESS_DENIED, 5, 10013),
+            Self::Fault => codes(STATUS_ACCESS_VIOLATION, 998, 10014),
             Self::Timeout => plain(WAIT_TIMEOUT, WAIT_TIMEOUT),
             Self::PortClosed => plain(ERROR_ABANDONED_WAIT_0, ERROR_ABANDONED_WAIT_0),
             Self::InvalidHandle => plain(ERROR_INVALID_HANDLE, ERROR_INVALID_HANDLE),
@@ -164,6 +168,7 @@ impl ErrorKind {
             libc::ENOBUFS | libc::ENOMEM => Self::NoBuffers,
             libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::ENOPROTOOPT => Self::Unsupported,
             libc::EACCES | libc::EPERM => Self::PermissionDenied,
+            libc::EFAULT => Self::Fault,
             libc::ETIME => Self::Timeout,
             _ => Self::Other,
         }

@@ -76,3 +76,23 @@ pub(crate) fn is_listening(fd: RawFd) -> io::Result<bool> {
     let res = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&raw mut value).cast(), &mut len) };
     if res < 0 { Err(io::Error::last_os_error()) } else { Ok(value != 0) }
 }
+
+/// Releases the open file behind `fd` while keeping the number allocated: `fd` is atomically
+/// replaced by a descriptor of `/dev/null` (`dup3`). Used by `closesocket`, whose handle
+/// values may still be held by other clones: the number must not be reused under them (I/O
+/// safety); it is closed with its owner.
+pub(crate) fn retire_fd(fd: RawFd) {
+    use std::os::fd::AsRawFd;
+    match std::fs::File::open("/dev/null") {
+        // SAFETY: both descriptors are open and owned by this process; `dup3` only changes
+        // what `fd` refers to, and `fd` stays owned by its `OwnedFd`.
+        Ok(null) => unsafe {
+            libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC);
+        },
+        // No placeholder: at least end the connection (the number closes with its owner).
+        // SAFETY: `shutdown` takes no pointers.
+        Err(_) => unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        },
+    }
+}

@@ -100,6 +100,13 @@ impl Driver {
         }
     }
 
+    /// Hands the results that are already ready to `on_complete`, without blocking.
+    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        match self {
+            Self::Uring(d) => d.reap_ready(on_complete),
+        }
+    }
+
     pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) {
         match self {
             Self::Uring(d) => d.wait(timeout, on_complete),

@@ -99,9 +99,16 @@ impl PortCore {
         Ok(())
     }
 
+    /// Moves completions that the kernel already posted into the packet queue, so that packets
+    /// are queued in completion order even when nobody waits in the driver (PQ-2, OR-1).
+    pub(crate) fn reap_ready(&self) {
+        worker::reaping(|| self.driver.reap_ready(&mut |op, res| self.on_completion(op, res)));
+    }
+
     /// `GetQueuedCompletionStatus`: waits until a packet may be taken, the deadline passes
     /// (`Timeout`) or the port closes (`PortClosed`).
     pub(crate) fn get(self: &Arc<Self>, deadline: Option<Instant>) -> Result<Packet, Error> {
+        self.reap_ready();
         let previous = worker::take_running();
         let same = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, self));
         if let Some(other) = previous.as_ref().filter(|_| !same) {

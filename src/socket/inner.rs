@@ -21,6 +21,7 @@ use crate::op::inline::{self, Inline};
 use crate::op::{CancelReason, Lane, OpKind, RawOp, Status};
 use crate::port::core::{Packet, PortCore};
 use crate::socket::Accepted;
+use crate::sys;
 
 /// A socket's association with a completion port (`CreateIoCompletionPort(socket, port, key)`).
 pub(crate) struct Association {
@@ -214,6 +215,8 @@ impl SocketInner {
         let (reason, shut_write, next) = {
             let mut st = self.lock();
             let reason = st.remove(op.id(), lane).or(op.state().cancel);
+            // DX-3: after DisconnectEx the send side is shut, as after shutdown(SD_SEND).
+            st.shut_write |= matches!(op.state().kind, OpKind::Disconnect) && status.is_ok();
             let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
             (reason, st.shut_write, next)
         };
@@ -352,6 +355,11 @@ impl SocketInner {
             st.closed = true;
         }
         self.cancel(|_, _| true, CancelReason::Close);
+        // The cancellations above also handed every request of this socket to the kernel, so
+        // none is left to resolve the descriptor number. Release the socket now (the peer sees
+        // the close once the kernel drops the requests' references), but keep the number
+        // reserved until this entry is dropped, so it cannot be reused under a stale handle.
+        sys::retire_fd(self.fd());
         true
     }
 }

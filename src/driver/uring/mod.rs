@@ -180,9 +180,21 @@ impl UringDriver {
         self.reap(on_complete);
     }
 
+    /// Reaps the CQEs already there, without entering the kernel, unless another thread is
+    /// reaping right now.
+    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        if let Ok(guard) = self.cq_lock.try_lock() {
+            self.reap_locked(guard, on_complete);
+        }
+    }
+
     fn reap(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        let _cq = lock(&self.cq_lock);
-        // SAFETY: `cq_lock` is held, so this is the only view of the completion queue.
+        self.reap_locked(lock(&self.cq_lock), on_complete);
+    }
+
+    fn reap_locked(&self, _cq: MutexGuard<'_, ()>, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        // SAFETY: the caller holds `cq_lock` (its guard is `_cq`), so this is the only view of
+        // the completion queue.
         let mut cq = unsafe { self.ring.completion_shared() };
         loop {
             cq.sync();

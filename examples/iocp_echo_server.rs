@@ -9,7 +9,8 @@
 //!
 //! The per-I/O data of the lecture (`OVERLAPPED` + `WSABUF` + what the operation was) is the
 //! [`Overlapped`] record with an [`Io`] context; one record per client is reused for every
-//! receive and send, so the steady state allocates nothing.
+//! receive and send: a receive fills the buffer's spare capacity, the send sends what it
+//! holds, `clear()` empties it again, so the steady state allocates and zeroes nothing.
 //!
 //! Run it: `cargo run --example iocp_echo_server -- 127.0.0.1:9000`
 //! (the same server runs as `overlapped serve --model port`).
@@ -128,11 +129,10 @@ fn handle(port: &CompletionPort<Io>, listener: &Socket, next_key: &AtomicUsize, 
         }
         Op::Recv => {
             // 0 bytes: the client closed; an error: it reset. Dropping the record closes it.
-            let n = match done.status {
-                Ok(()) if done.bytes > 0 => done.bytes,
-                _ => return,
-            };
-            ov.buffers_mut()[0].truncate(n);
+            if done.status.is_err() || done.bytes == 0 {
+                return;
+            }
+            // The buffer now holds exactly the bytes received: send them back as they are.
             ov.context_mut().op = Op::Send;
             reissue(ov, |client, ov| client.send(ov, MsgFlags::NONE));
         }
@@ -140,7 +140,7 @@ fn handle(port: &CompletionPort<Io>, listener: &Socket, next_key: &AtomicUsize, 
             if done.status.is_err() {
                 return;
             }
-            ov.buffers_mut()[0].resize(BUF_SIZE, 0);
+            ov.buffers_mut()[0].clear();
             ov.context_mut().op = Op::Recv;
             reissue(ov, |client, ov| client.recv(ov, MsgFlags::NONE));
         }
@@ -154,7 +154,7 @@ fn start_client(port: &CompletionPort<Io>, client: Socket, key: usize) {
     }
     let _ = client.set_nodelay(true);
     let io = Io { op: Op::Recv, client: Some(client.clone()) };
-    let _ = client.recv(Overlapped::with_buffers(io, BufList::zeroed(BUF_SIZE)), MsgFlags::NONE);
+    let _ = client.recv(Overlapped::with_buffers(io, BufList::with_capacity(BUF_SIZE)), MsgFlags::NONE);
 }
 
 type Issue = fn(&Socket, Overlapped<Io>) -> Result<overlapped::Issued<Io>, overlapped::Rejected<Io>>;

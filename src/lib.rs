@@ -19,7 +19,7 @@
 //!     let mut ov = done.overlapped.expect("an I/O packet");
 //!     if let Some(accepted) = ov.take_accepted() {
 //!         port.associate(&accepted.socket, 1)?;
-//!         accepted.socket.recv(Overlapped::with_buffers(1, BufList::zeroed(4096)), MsgFlags::NONE)?;
+//!         accepted.socket.recv(Overlapped::with_buffers(1, BufList::with_capacity(4096)), MsgFlags::NONE)?;
 //!         listener.accept(ov)?;
 //!     }
 //! #   break;

@@ -294,7 +294,7 @@ fn a_second_association_fails_and_the_first_port_keeps_working() {
     assert_quiet(&first);
     assert_quiet(&second);
 
-    pends(sock.recv(Overlapped::with_buffers("after".to_string(), BufList::zeroed(16)), MsgFlags::NONE), "recv");
+    pends(sock.recv(Overlapped::with_buffers("after".to_string(), BufList::with_capacity(16)), MsgFlags::NONE), "recv");
     client.write_all(b"hello").unwrap();
     let c = next(&first);
     assert_eq!(c.key, 1, "the first association's key");
@@ -325,7 +325,7 @@ fn empty_buffer_lists_are_invalid_for_send_and_receive() {
     }
     assert_quiet(&port);
 
-    pends(tcp.recv(Overlapped::with_buffers("ok".to_string(), BufList::zeroed(8)), MsgFlags::NONE), "recv");
+    pends(tcp.recv(Overlapped::with_buffers("ok".to_string(), BufList::with_capacity(8)), MsgFlags::NONE), "recv");
     client.write_all(b"abc").unwrap();
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (1, 3));
@@ -454,7 +454,7 @@ fn operations_on_an_unassociated_socket_are_refused() {
 
     port.associate(&sock, 9).unwrap();
     assert_quiet(&port);
-    pends(sock.recv(Overlapped::with_buffers("ok".to_string(), BufList::zeroed(8)), MsgFlags::NONE), "recv");
+    pends(sock.recv(Overlapped::with_buffers("ok".to_string(), BufList::with_capacity(8)), MsgFlags::NONE), "recv");
     client.write_all(b"x").unwrap();
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (9, 1));
@@ -482,7 +482,7 @@ fn operations_with_another_context_type_than_the_port_are_refused() {
     }
     assert_quiet(&port);
 
-    pends(sock.recv(Overlapped::with_buffers("ok".to_string(), BufList::zeroed(8)), MsgFlags::NONE), "recv");
+    pends(sock.recv(Overlapped::with_buffers("ok".to_string(), BufList::with_capacity(8)), MsgFlags::NONE), "recv");
     client.write_all(b"x").unwrap();
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (4, 1));

@@ -36,7 +36,7 @@ fn assert_pending<C: Send + 'static>(r: Result<Issued<C>, Rejected<C>>) {
 }
 
 fn recv_ov(ctx: u32, len: usize) -> Overlapped<u32> {
-    Overlapped::with_buffers(ctx, BufList::zeroed(len))
+    Overlapped::with_buffers(ctx, BufList::with_capacity(len))
 }
 
 /// The received bytes of a completed receive record.
@@ -342,7 +342,8 @@ fn gq1_success_packet() {
     assert_eq!(ov.result().unwrap(), 5);
     assert_eq!(ov.bytes_transferred(), 5);
     assert_eq!(received(&ov, 5), b"hello");
-    assert_eq!(ov.buffers().total_len(), 32, "the buffers come back whole");
+    assert_eq!(ov.buffers().total_len(), 5, "the receive extended the buffer by what it wrote");
+    assert_eq!(ov.buffers()[0].capacity(), 32, "the buffers come back whole");
 }
 
 /// GQ-2: a failed operation comes back as a packet with its error (port view 64
@@ -365,7 +366,8 @@ fn gq2_failed_operation_returns_error_and_record() {
     assert_eq!(c.result().unwrap_err().kind(), ErrorKind::ConnectionReset);
     let ov = c.overlapped.expect("a failed operation still returns its record");
     assert_eq!(*ov.context(), 42);
-    assert_eq!(ov.buffers().total_len(), 64);
+    assert_eq!(ov.buffers().total_len(), 0, "a failed receive wrote nothing");
+    assert_eq!(ov.buffers().total_spare(), 64, "the buffers come back whole");
     assert_eq!(ov.result().unwrap_err().kind(), ErrorKind::ConnectionReset);
     assert_quiet(&p);
 }
@@ -1024,7 +1026,7 @@ fn cl_issue_on_socket_of_closed_port_is_rejected() {
             assert_eq!(error.kind(), ErrorKind::InvalidHandle);
             assert_eq!(overlapped.id(), id);
             assert_eq!(*overlapped.context(), 5);
-            assert_eq!(overlapped.buffers().total_len(), 16);
+            assert_eq!(overlapped.buffers().total_spare(), 16);
         }
         Ok(_) => panic!("an operation on a closed port's socket must be rejected"),
     }
@@ -1047,7 +1049,9 @@ fn cl1_close_frees_in_flight_and_queued_records_once() {
     let (server, client) = tcp_pair(&p, 1);
     let listener = Socket::listen_tcp(common::loopback(), 4).unwrap();
     p.associate(&listener, 2).unwrap();
-    assert_pending(server.recv(Overlapped::with_buffers(Counted(drops.clone()), BufList::zeroed(16)), MsgFlags::NONE));
+    assert_pending(
+        server.recv(Overlapped::with_buffers(Counted(drops.clone()), BufList::with_capacity(16)), MsgFlags::NONE),
+    );
     assert_pending(listener.accept(Overlapped::new(Counted(drops.clone()))));
     p.post(0, 3, Some(Overlapped::new(Counted(drops.clone())))).unwrap();
     thread::sleep(SETTLE);

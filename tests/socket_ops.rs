@@ -247,7 +247,7 @@ fn accept_with_buffer(addr: SocketAddr) {
     let port = new_port();
     let listener = Socket::listen_tcp(addr, 16).unwrap();
     port.associate(&listener, 7).unwrap();
-    let id = issue(Overlapped::with_buffers(2, BufList::zeroed(64)), |ov| listener.accept(ov));
+    let id = issue(Overlapped::with_buffers(2, BufList::with_capacity(64)), |ov| listener.accept(ov));
 
     let mut client = timed(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
     assert_quiet(&port); // AX-4: connected, but no byte received yet
@@ -260,7 +260,7 @@ fn accept_with_buffer(addr: SocketAddr) {
     assert_eq!(acc.remote_addr, client.local_addr().unwrap());
 
     port.associate(&acc.socket, 9).unwrap();
-    let rid = issue(Overlapped::with_buffers(3, BufList::zeroed(64)), |ov| acc.socket.recv(ov, MsgFlags::NONE));
+    let rid = issue(Overlapped::with_buffers(3, BufList::with_capacity(64)), |ov| acc.socket.recv(ov, MsgFlags::NONE));
     client.write_all(b"second").unwrap();
     let r = done(&port, 9, rid, 3);
     assert_eq!(r.ok(), 6, "the accept consumed the first bytes; the next receive gets only the next ones");
@@ -284,7 +284,7 @@ fn ax4_accept_with_buffer_client_closes_without_sending_gives_zero_bytes() {
     let port = new_port();
     let listener = Socket::listen_tcp(loopback(), 16).unwrap();
     port.associate(&listener, 7).unwrap();
-    let id = issue(Overlapped::with_buffers(4, BufList::zeroed(64)), |ov| listener.accept(ov));
+    let id = issue(Overlapped::with_buffers(4, BufList::with_capacity(64)), |ov| listener.accept(ov));
 
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let client_addr = client.local_addr().unwrap();
@@ -320,7 +320,7 @@ fn ax5_accept_completion_carries_the_listeners_key() {
     assert!(d2.ov.take_accepted().is_some());
 
     // The accepted socket's own operations carry its own key.
-    let rid = issue(Overlapped::with_buffers(2, BufList::zeroed(8)), |ov| first.socket.recv(ov, MsgFlags::NONE));
+    let rid = issue(Overlapped::with_buffers(2, BufList::with_capacity(8)), |ov| first.socket.recv(ov, MsgFlags::NONE));
     let mut c1 = _c1;
     c1.write_all(b"x").unwrap();
     let r = done(&port, 236, rid, 2);
@@ -373,7 +373,7 @@ fn accepted_socket_io(addr: SocketAddr) {
     let acc = d.ov.take_accepted().unwrap();
     port.associate(&acc.socket, 2).unwrap();
 
-    let rid = issue(Overlapped::with_buffers(5, BufList::zeroed(32)), |ov| acc.socket.recv(ov, MsgFlags::NONE));
+    let rid = issue(Overlapped::with_buffers(5, BufList::with_capacity(32)), |ov| acc.socket.recv(ov, MsgFlags::NONE));
     client.write_all(b"request").unwrap();
     let r = done(&port, 2, rid, 5);
     assert_eq!(r.ok(), 7);
@@ -513,7 +513,7 @@ fn scatter_recv(addr: SocketAddr) {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, addr);
     let mut client = timed(client);
-    let bufs = vec![vec![0u8; 4], vec![0u8; 5]];
+    let bufs = BufList::with_capacities(&[4, 5]);
     let id = issue(Overlapped::with_buffers(2, bufs), |ov| s.recv(ov, MsgFlags::NONE));
     client.write_all(b"deadbeefs").unwrap();
     let d = done(&port, 1, id, 2);
@@ -602,7 +602,7 @@ fn ws1_large_send_completes_once_with_the_full_count() {
 fn recv_after_graceful_close(addr: SocketAddr) {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, addr);
-    let id = issue(Overlapped::with_buffers(1, BufList::zeroed(16)), |ov| s.recv(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(1, BufList::with_capacity(16)), |ov| s.recv(ov, MsgFlags::NONE));
     assert_quiet(&port);
     client.shutdown(Shutdown::Write).unwrap();
     let d = done(&port, 1, id, 1);
@@ -639,7 +639,7 @@ fn zb1_zero_byte_recv_signals_data_without_consuming_it() {
     assert_eq!(d.ov.buffers().len(), 1);
     assert!(d.ov.buffers()[0].is_empty(), "the zero-length buffer comes back zero-length");
 
-    let id = issue(Overlapped::with_buffers(2, BufList::zeroed(16)), |ov| s.recv(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(2, BufList::with_capacity(16)), |ov| s.recv(ov, MsgFlags::NONE));
     let d = done(&port, 1, id, 2);
     assert_eq!(d.ok(), 4, "ZB-1: the data is still there for the normal receive");
     assert_eq!(d.ov.buffers().gather(4), b"ping");
@@ -662,7 +662,7 @@ fn zb1_zero_byte_recv_with_data_already_buffered() {
     let d = done(&port, 1, id, 1);
     assert_eq!(d.ok(), 0, "ZB-1");
 
-    let id = issue(Overlapped::with_buffers(2, BufList::zeroed(16)), |ov| s.recv(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(2, BufList::with_capacity(16)), |ov| s.recv(ov, MsgFlags::NONE));
     let d = done(&port, 1, id, 2);
     assert_eq!(d.ok(), 5);
     assert_eq!(d.ov.buffers().gather(5), b"ready");
@@ -683,7 +683,7 @@ fn or2_several_recvs_are_filled_in_posting_order() {
             let ctx = round * 100 + k;
             ids.insert(
                 ctx,
-                issue(Overlapped::with_buffers(ctx, BufList::zeroed(LEN)), |ov| s.recv(ov, MsgFlags::NONE)),
+                issue(Overlapped::with_buffers(ctx, BufList::with_capacity(LEN)), |ov| s.recv(ov, MsgFlags::NONE)),
             );
         }
         let data = pattern(round as usize, RECVS * LEN);
@@ -760,7 +760,7 @@ fn rv5_waitall_recv_completes_only_when_full() {
     let (s, client) = tcp_pair_on(&port, 1, loopback());
     let mut client = timed(client);
     client.set_nodelay(true).unwrap();
-    let bufs = vec![vec![0u8; 4], vec![0u8; 6]];
+    let bufs = BufList::with_capacities(&[4, 6]);
     let id = issue(Overlapped::with_buffers(1, bufs), |ov| s.recv(ov, MsgFlags::WAITALL));
     client.write_all(b"abc").unwrap();
     assert_quiet(&port); // RV-5: 3 of 10 bytes is not enough
@@ -779,7 +779,7 @@ fn rv5_waitall_recv_completes_short_when_the_peer_closes() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
     let mut client = timed(client);
-    let id = issue(Overlapped::with_buffers(1, BufList::zeroed(10)), |ov| s.recv(ov, MsgFlags::WAITALL));
+    let id = issue(Overlapped::with_buffers(1, BufList::with_capacity(10)), |ov| s.recv(ov, MsgFlags::WAITALL));
     client.write_all(b"abc").unwrap();
     assert_quiet(&port);
     client.shutdown(Shutdown::Write).unwrap();
@@ -801,7 +801,7 @@ fn udp_round_trip(addr: SocketAddr) {
     peer.set_read_timeout(Some(WAIT)).unwrap();
     let s_addr = s.local_addr().unwrap();
 
-    let id = issue(Overlapped::with_buffers(1, BufList::zeroed(64)), |ov| s.recv_from(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(1, BufList::with_capacity(64)), |ov| s.recv_from(ov, MsgFlags::NONE));
     peer.send_to(b"datagram", s_addr).unwrap();
     let d = done(&port, 4, id, 1);
     assert_eq!(d.ok(), 8);
@@ -839,7 +839,7 @@ fn udp_truncation(addr: SocketAddr) {
     let peer = UdpSocket::bind(addr).unwrap();
     let s_addr = s.local_addr().unwrap();
 
-    let id = issue(Overlapped::with_buffers(1, BufList::zeroed(4)), |ov| s.recv_from(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(1, BufList::with_capacity(4)), |ov| s.recv_from(ov, MsgFlags::NONE));
     peer.send_to(b"0123456789", s_addr).unwrap();
     peer.send_to(b"next", s_addr).unwrap();
     let d = done(&port, 4, id, 1);
@@ -850,7 +850,7 @@ fn udp_truncation(addr: SocketAddr) {
     assert!(d.ov.flags().contains(MsgFlags::TRUNC), "the reported flags contain MSG_TRUNC: {:?}", d.ov.flags());
     assert_eq!(d.ov.peer_addr(), Some(peer.local_addr().unwrap()));
 
-    let id = issue(Overlapped::with_buffers(2, BufList::zeroed(64)), |ov| s.recv_from(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(2, BufList::with_capacity(64)), |ov| s.recv_from(ov, MsgFlags::NONE));
     let d = done(&port, 4, id, 2);
     assert_eq!(d.ok(), 4, "RV-3: the rest of the truncated datagram was discarded");
     assert_eq!(d.ov.buffers().gather(4), b"next");
@@ -922,7 +922,7 @@ fn dx3_after_disconnect_sends_fail_with_shutdown_but_receiving_works() {
     assert_error(e, ErrorKind::Shutdown, 233, 10058);
     assert_eq!(s.peer_addr().unwrap(), client.local_addr().unwrap(), "DX-3: getpeername keeps working");
 
-    let id = issue(Overlapped::with_buffers(6, BufList::zeroed(32)), |ov| s.recv(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(6, BufList::with_capacity(32)), |ov| s.recv(ov, MsgFlags::NONE));
     client.write_all(b"still open").unwrap();
     let d = done(&port, 1, id, 6);
     assert_eq!(d.ok(), 10, "DX-3: receiving still works");
@@ -941,7 +941,7 @@ fn dx3_after_disconnect_sends_fail_with_shutdown_but_receiving_works() {
 fn cn8_shutdown_write_gives_no_packet_and_the_peers_pending_recv_gets_eof() {
     let port = new_port();
     let (a, b) = lib_pair(&port, 1, 2, loopback());
-    let bid = issue(Overlapped::with_buffers(20, BufList::zeroed(16)), |ov| b.recv(ov, MsgFlags::NONE));
+    let bid = issue(Overlapped::with_buffers(20, BufList::with_capacity(16)), |ov| b.recv(ov, MsgFlags::NONE));
     assert_quiet(&port);
 
     a.shutdown(Shutdown::Write).unwrap();
@@ -952,7 +952,7 @@ fn cn8_shutdown_write_gives_no_packet_and_the_peers_pending_recv_gets_eof() {
     let e = failure(&port, 1, Overlapped::with_buffers(10, b"after".to_vec()), |ov| a.send(ov, MsgFlags::NONE));
     assert_error(e, ErrorKind::Shutdown, 233, 10058);
 
-    let aid = issue(Overlapped::with_buffers(11, BufList::zeroed(16)), |ov| a.recv(ov, MsgFlags::NONE));
+    let aid = issue(Overlapped::with_buffers(11, BufList::with_capacity(16)), |ov| a.recv(ov, MsgFlags::NONE));
     let sid = issue(Overlapped::with_buffers(21, b"reply".to_vec()), |ov| b.send(ov, MsgFlags::NONE));
     let mut by_key = HashMap::new();
     for _ in 0..2 {
@@ -975,12 +975,12 @@ fn cn7_shutdown_read_keeps_the_pending_recv_and_rejects_new_ones() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
     let mut client = timed(client);
-    let id = issue(Overlapped::with_buffers(1, BufList::zeroed(16)), |ov| s.recv(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(1, BufList::with_capacity(16)), |ov| s.recv(ov, MsgFlags::NONE));
 
     s.shutdown(Shutdown::Read).unwrap();
     assert_quiet(&port); // neither a packet for the shutdown (CP-9) nor the receive aborted (CN-7)
 
-    let e = rejected(&port, Overlapped::with_buffers(2, BufList::zeroed(16)), |ov| s.recv(ov, MsgFlags::NONE));
+    let e = rejected(&port, Overlapped::with_buffers(2, BufList::with_capacity(16)), |ov| s.recv(ov, MsgFlags::NONE));
     assert_error(e, ErrorKind::Shutdown, 233, 10058);
 
     client.write_all(b"late").unwrap();
@@ -1000,7 +1000,7 @@ fn cn7_recv_after_shutdown_read_is_rejected_with_shutdown() {
     s.shutdown(Shutdown::Read).unwrap();
     assert_quiet(&port); // CP-9
 
-    let e = rejected(&port, Overlapped::with_buffers(2, BufList::zeroed(16)), |ov| s.recv(ov, MsgFlags::NONE));
+    let e = rejected(&port, Overlapped::with_buffers(2, BufList::with_capacity(16)), |ov| s.recv(ov, MsgFlags::NONE));
     assert_error(e, ErrorKind::Shutdown, 233, 10058);
 
     let id = issue(Overlapped::with_buffers(3, b"out".to_vec()), |ov| s.send(ov, MsgFlags::NONE));
@@ -1077,13 +1077,13 @@ fn cp6_completion_hands_back_the_same_record_on_success_and_failure() {
     let (s, client) = tcp_pair_on(&port, 1, loopback());
     let mut client = timed(client);
 
-    let ov = Overlapped::with_buffers(42, vec![vec![0u8; 8], vec![0u8; 8]]);
+    let ov = Overlapped::with_buffers(42, BufList::with_capacities(&[8, 8]));
     let id = issue(ov, |ov| s.recv(ov, MsgFlags::NONE));
     client.write_all(b"0123456789").unwrap();
     let d = done(&port, 1, id, 42);
     assert_eq!(d.ok(), 10);
     let lens: Vec<usize> = d.ov.buffers().iter().map(Vec::len).collect();
-    assert_eq!(lens, [8, 8], "the buffers come back with their lengths");
+    assert_eq!(lens, [8, 2], "the receive extended the buffers by what it wrote, in order");
     assert_eq!(d.ov.buffers().gather(10), b"0123456789");
 
     // Reuse the same record; it keeps its identity (CN-2 matches on it).
@@ -1098,7 +1098,7 @@ fn cp6_completion_hands_back_the_same_record_on_success_and_failure() {
     assert_error(d.err(), ErrorKind::ConnectionReset, 64, 10054);
     assert_eq!(d.bytes, 0);
     let lens: Vec<usize> = d.ov.buffers().iter().map(Vec::len).collect();
-    assert_eq!(lens, [8, 8], "the buffers come back on failure too");
+    assert_eq!(lens, [8, 2], "the buffers come back, unchanged, on failure too");
 
     // An operation that cannot start hands the record back without a packet (1.5).
     let e = rejected(&port, Overlapped::with_buffers(44, BufList::new()), |ov| s.recv(ov, MsgFlags::NONE));
@@ -1113,7 +1113,7 @@ fn cp6_completion_hands_back_the_same_record_on_success_and_failure() {
 fn cn9_close_with_zero_linger_resets_the_peer() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
-    let id = issue(Overlapped::with_buffers(1, BufList::zeroed(8)), |ov| s.recv(ov, MsgFlags::NONE));
+    let id = issue(Overlapped::with_buffers(1, BufList::with_capacity(8)), |ov| s.recv(ov, MsgFlags::NONE));
     let client = Socket::from(client);
     client.set_linger(Some(Duration::ZERO)).unwrap();
     client.close().unwrap();

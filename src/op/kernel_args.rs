@@ -63,6 +63,22 @@ impl KernelArgs {
         total
     }
 
+    /// Points the `iovec` array at the spare capacity of `bufs` (where a receive writes).
+    /// Returns the number of bytes the vectors cover.
+    pub(crate) fn set_spare_iovecs(&mut self, bufs: &mut BufList) -> usize {
+        self.iovecs.clear();
+        let mut total = 0;
+        for buf in bufs.iter_mut() {
+            let spare = buf.spare_capacity_mut();
+            if spare.is_empty() && !self.iovecs.is_empty() {
+                continue;
+            }
+            total += spare.len();
+            self.iovecs.push(libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() });
+        }
+        total
+    }
+
     /// Prepares the `msghdr` over the current `iovec` array; with `with_addr`, `msg_name`
     /// points at the address area (filled by [`KernelArgs::set_addr`] for a send, or left for
     /// the kernel to write for a receive).

@@ -6,6 +6,10 @@
 //! rest until every byte is sent (WS-1, §8.4.7); `AcceptEx` with a receive buffer is an accept
 //! then a receive on the new socket (AX-4); `ConnectEx` with data is a connect then a send
 //! (CX-2).
+//!
+//! Receives write into the spare capacity of the record's buffers; [`commit_received`] extends
+//! the buffers over what the kernel reported writing, the one place this module needs `unsafe`.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -67,10 +71,10 @@ pub(crate) fn next_step(op: &mut OpState) -> Step {
 
 fn recv_step(op: &mut OpState, fd: RawFd, flags: i32, plain: bool, with_addr: bool) -> Step {
     if plain && op.bufs.len() == 1 {
-        let buf = &mut op.bufs[0];
-        return Step::Recv { fd, buf: buf.as_mut_ptr(), len: clamp_len(buf.len()), flags };
+        let spare = op.bufs[0].spare_capacity_mut();
+        return Step::Recv { fd, buf: spare.as_mut_ptr().cast(), len: clamp_len(spare.len()), flags };
     }
-    op.args.set_iovecs(&mut op.bufs, 0);
+    op.args.set_spare_iovecs(&mut op.bufs);
     Step::RecvMsg { fd, msg: op.args.msghdr(with_addr, true), flags }
 }
 
@@ -101,10 +105,11 @@ pub(crate) fn on_result(op: &mut OpState, res: i32) -> Progress {
             (_, res) if res < 0 => Progress::Done(Err(errno_error(res))),
             (false, fd) => {
                 *accepted = Some(sys::fd_from_kernel(fd));
-                if op.bufs.total_len() > 0 { Progress::Again } else { Progress::Done(Ok(())) }
+                if op.bufs.total_spare() > 0 { Progress::Again } else { Progress::Done(Ok(())) }
             }
             (true, n) => {
                 op.bytes = n as usize;
+                commit_received(op);
                 Progress::Done(Ok(()))
             }
         },
@@ -128,6 +133,7 @@ fn finish_recv(op: &mut OpState, res: i32, with_addr: bool) -> Progress {
         return Progress::Done(Err(errno_error(res)));
     }
     op.bytes = res as usize;
+    commit_received(op);
     let used_msghdr = !op.args.iovecs().is_empty() || with_addr;
     if !used_msghdr {
         return Progress::Done(Ok(()));
@@ -155,6 +161,14 @@ fn continue_send(op: &mut OpState, res: i32, stream: bool) -> Progress {
     }
     op.bytes = op.progress;
     Progress::Done(Ok(()))
+}
+
+/// Extends the buffers over the `op.bytes` bytes a receive step reported.
+fn commit_received(op: &mut OpState) {
+    // SAFETY: `op.bytes` is the count the kernel returned for the receive that `recv_step`
+    // aimed at exactly these spare-capacity regions, in buffer order; the record (and so the
+    // buffers) stayed owned by the library since, so nothing moved or reallocated them.
+    unsafe { op.bufs.commit_received(op.bytes) };
 }
 
 /// The error for a negated errno returned by the kernel.

@@ -167,10 +167,10 @@ mod tests {
     #[test]
     fn raw_op_frees_its_context_once_and_checks_the_type() {
         let drops = Arc::new(AtomicUsize::new(0));
-        let raw = RawOp::new(Record::new(Counted(drops.clone()), BufList::zeroed(8)));
+        let raw = RawOp::new(Record::new(Counted(drops.clone()), BufList::with_capacity(8)));
         let raw = raw.downcast::<u32>().err().expect("wrong type is refused");
         let back = RawOp::through_kernel(raw);
-        assert_eq!(back.state().bufs.total_len(), 8);
+        assert_eq!(back.state().bufs.total_spare(), 8);
         drop(back);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }

@@ -2,15 +2,16 @@
 //! waiting workers reap the kernel's completions themselves.
 //!
 //! Poller protocol: a thread that finds nothing to take in `get` joins the waiter stack; if no
-//! waiter is polling, it becomes the poller and blocks in the driver, otherwise it parks. The
-//! poller turns each completion into a packet and delivers it through the queue, so packets
-//! still go LIFO to the most recent waiter (itself, when it arrived last, which is the common
-//! case: no thread switch at all). Whenever the poller leaves while another waiter could run,
+//! waiter is polling, or if it is now the most recent waiter, it becomes the poller and blocks
+//! in the driver (an older poller is woken and parks instead); otherwise it parks. The poller
+//! turns each completion into a packet and delivers it through the queue, so packets go LIFO
+//! to the most recent waiter, which is normally the poller itself: with one thread running at
+//! a time, no thread switch at all. Whenever the poller leaves while another waiter could run,
 //! that waiter is woken to take over polling. With `active == max` nobody needs to poll:
 //! completions wait in the kernel's queue, as packets wait in the port on Windows (CC-7).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::state::QueueState;
@@ -102,7 +103,43 @@ impl PortCore {
     /// Moves completions that the kernel already posted into the packet queue, so that packets
     /// are queued in completion order even when nobody waits in the driver (PQ-2, OR-1).
     pub(crate) fn reap_ready(&self) {
-        worker::reaping(|| self.driver.reap_ready(&mut |op, res| self.on_completion(op, res)));
+        self.reap(|on_complete| self.driver.reap_ready(on_complete));
+    }
+
+    /// Runs a driver call that reaps completions, turning them into packets that are queued
+    /// together, under one lock, when the call returns. Submissions made meanwhile (next steps,
+    /// the next operation of a lane) wait for the driver's next wait.
+    fn reap(&self, driver_call: impl FnOnce(&mut dyn FnMut(RawOp, i32))) {
+        worker::reaping(|| {
+            let mut batch = worker::take_batch();
+            driver_call(&mut |op, res| {
+                if let Some(packet) = self.on_completion(op, res) {
+                    batch.push(packet);
+                }
+            });
+            if !batch.is_empty() {
+                self.deliver_batch(&mut batch);
+            }
+            worker::return_batch(batch);
+        });
+    }
+
+    /// Queues reaped packets in order, under one lock; drops them (outside the lock) if the
+    /// port is closed.
+    fn deliver_batch(&self, batch: &mut Vec<Packet>) {
+        let mut poller_handed = None;
+        {
+            let mut st = self.lock();
+            if !st.closed {
+                for packet in batch.drain(..) {
+                    poller_handed = poller_handed.or(st.push(packet));
+                }
+            }
+        }
+        batch.clear();
+        if poller_handed.is_some_and(|p| p != worker::id()) {
+            self.driver.wake();
+        }
     }
 
     /// `GetQueuedCompletionStatus`: waits until a packet may be taken, the deadline passes
@@ -110,13 +147,16 @@ impl PortCore {
     pub(crate) fn get(self: &Arc<Self>, deadline: Option<Instant>) -> Result<Packet, Error> {
         self.reap_ready();
         let previous = worker::take_running();
-        let same = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, self));
-        if let Some(other) = previous.as_ref().filter(|_| !same) {
+        let same = previous.as_ref().is_some_and(|p| std::ptr::eq(p.as_ptr(), Arc::as_ptr(self)));
+        if let Some(other) = previous.as_ref().filter(|_| !same).and_then(Weak::upgrade) {
             other.leave_active();
         }
         let result = self.wait_for_packet(deadline, same);
         match result {
-            Ok(_) => worker::set_running(if same { previous.expect("same port") } else { Arc::clone(self) }),
+            Ok(_) => worker::set_running(match previous {
+                Some(p) if same => p,
+                _ => Arc::downgrade(self),
+            }),
             // Leaving without a packet: what this thread deferred must reach the kernel now.
             Err(_) => self.driver.flush(),
         }
@@ -125,7 +165,6 @@ impl PortCore {
 
     fn wait_for_packet(&self, deadline: Option<Instant>, was_running: bool) -> Result<Packet, Error> {
         let me = worker::id();
-        let thread = worker::thread();
         let mut st = self.lock();
         if was_running {
             // CC-3/CC-5: leave `active` first, then take a queued packet ourselves if one is
@@ -155,11 +194,18 @@ impl PortCore {
                 st.ensure_poller();
                 return Err(Error::new(ErrorKind::Timeout));
             }
-            st.push_waiter(me, &thread);
-            if st.poller.is_none() {
+            st.push_waiter(me, worker::thread);
+            // The most recent waiter polls: it is the one packets go to first (LIFO), so the
+            // thread that reaps a completion is the one that handles it. An older poller is
+            // woken to step down.
+            let take_over = st.poller.is_some_and(|p| p != me) && st.is_top(me);
+            if st.poller.is_none() || take_over {
                 st.poller = Some(me);
                 drop(st);
-                worker::reaping(|| self.driver.wait(remaining, &mut |op, res| self.on_completion(op, res)));
+                if take_over {
+                    self.driver.wake();
+                }
+                self.reap(|on_complete| self.driver.wait(remaining, on_complete));
                 polled = true;
                 st = self.lock();
                 if st.poller == Some(me) {
@@ -177,17 +223,21 @@ impl PortCore {
         }
     }
 
-    /// Turns one result from the driver into progress: the next step, or a packet.
-    fn on_completion(&self, mut op: RawOp, res: i32) {
-        let socket = op.state().socket.clone().expect("issued operation has a socket");
-        let packet = match machine::on_result(op.state_mut(), res) {
-            Progress::Again => match socket.resubmit(self, op) {
-                Ok(()) => return,
-                Err(op) => socket.finish(self, op, Err(Error::new(ErrorKind::OperationAborted))),
-            },
-            Progress::Done(status) => socket.finish(self, op, status),
-        };
-        self.deliver_or_drop(packet);
+    /// Turns one result from the driver into progress: the next step, or a packet to queue.
+    fn on_completion(&self, mut op: RawOp, res: i32) -> Option<Packet> {
+        match machine::on_result(op.state_mut(), res) {
+            Progress::Again => {
+                let socket = op.state().socket.clone().expect("issued operation has a socket");
+                match socket.resubmit(self, op) {
+                    Ok(()) => None,
+                    Err(op) => Some(socket.finish(self, op, Err(Error::new(ErrorKind::OperationAborted)))),
+                }
+            }
+            Progress::Done(status) => {
+                let socket = op.state_mut().socket.take().expect("issued operation has a socket");
+                Some(socket.finish(self, op, status))
+            }
+        }
     }
 
     /// More queued packets for a thread that already holds one (`GetQueuedCompletionStatusEx`).
@@ -230,7 +280,7 @@ impl PortCore {
         drop(dropped);
         let start = Instant::now();
         while self.driver.in_flight() > 0 && start.elapsed() < DRAIN_LIMIT {
-            self.driver.wait(Some(Duration::from_millis(50)), &mut |op, res| self.on_completion(op, res));
+            self.reap(|on_complete| self.driver.wait(Some(Duration::from_millis(50)), on_complete));
             if self.driver.in_flight() > 0 {
                 self.driver.cancel_all();
             }

@@ -68,10 +68,15 @@ impl QueueState {
         self.packets.pop_front()
     }
 
-    pub(crate) fn push_waiter(&mut self, id: u64, thread: &Thread) {
+    pub(crate) fn push_waiter(&mut self, id: u64, thread: impl FnOnce() -> Thread) {
         if !self.waiters.iter().any(|w| w.id == id) {
-            self.waiters.push(Waiter { id, thread: thread.clone() });
+            self.waiters.push(Waiter { id, thread: thread() });
         }
+    }
+
+    /// Whether waiter `id` is the most recent one.
+    pub(crate) fn is_top(&self, id: u64) -> bool {
+        self.waiters.last().is_some_and(|w| w.id == id)
     }
 
     pub(crate) fn remove_waiter(&mut self, id: u64) {

@@ -6,28 +6,32 @@
 //! port's `active` count includes it.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, Thread};
 
-use super::core::PortCore;
+use super::core::{Packet, PortCore};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 struct Worker {
     id: u64,
     thread: Thread,
-    running_on: RefCell<Option<Arc<PortCore>>>,
+    /// Weak, so that a port the application closed and dropped is freed (with its ring) even
+    /// while a thread that last ran on it lives on.
+    running_on: RefCell<Option<Weak<PortCore>>>,
     /// Nesting depth of [`crate::blocking`] sections.
     blocked: Cell<u32>,
     /// Set while this thread reaps completions for a port (see [`reaping`]).
     reaping: Cell<bool>,
+    /// Packets reaped but not yet queued; kept here so its capacity is reused.
+    batch: RefCell<Vec<Packet>>,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         // A thread that exits while running stops counting toward its port's concurrency.
-        if let Some(port) = self.running_on.get_mut().take() {
+        if let Some(port) = self.running_on.get_mut().take().and_then(|w| w.upgrade()) {
             port.leave_active();
         }
     }
@@ -40,6 +44,7 @@ thread_local! {
         running_on: RefCell::new(None),
         blocked: Cell::new(0),
         reaping: Cell::new(false),
+        batch: RefCell::new(Vec::new()),
     };
 }
 
@@ -54,12 +59,12 @@ pub(crate) fn thread() -> Thread {
 }
 
 /// Stops running on whatever port this thread was running on, returning that port.
-pub(crate) fn take_running() -> Option<Arc<PortCore>> {
+pub(crate) fn take_running() -> Option<Weak<PortCore>> {
     WORKER.try_with(|w| w.running_on.borrow_mut().take()).ok().flatten()
 }
 
 /// Marks this thread as running on `port` (it just took a packet from it).
-pub(crate) fn set_running(port: Arc<PortCore>) {
+pub(crate) fn set_running(port: Weak<PortCore>) {
     let _ = WORKER.try_with(|w| *w.running_on.borrow_mut() = Some(port));
 }
 
@@ -68,7 +73,7 @@ pub(crate) fn set_running(port: Arc<PortCore>) {
 /// it returns to submits them).
 pub(crate) fn may_defer_submissions(port: &PortCore) -> bool {
     WORKER
-        .try_with(|w| w.reaping.get() || w.running_on.borrow().as_deref().is_some_and(|p| std::ptr::eq(p, port)))
+        .try_with(|w| w.reaping.get() || w.running_on.borrow().as_ref().is_some_and(|p| std::ptr::eq(p.as_ptr(), port)))
         .unwrap_or(false)
 }
 
@@ -86,7 +91,7 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let port = WORKER.try_with(|w| {
         let outer = w.blocked.get() == 0;
         w.blocked.set(w.blocked.get() + 1);
-        if outer { w.running_on.borrow().clone() } else { None }
+        if outer { w.running_on.borrow().as_ref().and_then(Weak::upgrade) } else { None }
     });
     let port = port.ok().flatten();
     if let Some(p) = &port {
@@ -98,4 +103,15 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         p.reenter_active();
     }
     result
+}
+
+/// This thread's (empty) batch vector, to collect reaped packets in.
+pub(crate) fn take_batch() -> Vec<Packet> {
+    WORKER.try_with(|w| std::mem::take(&mut *w.batch.borrow_mut())).unwrap_or_default()
+}
+
+/// Gives the batch vector back, keeping its capacity for the next reap.
+pub(crate) fn return_batch(batch: Vec<Packet>) {
+    debug_assert!(batch.is_empty());
+    let _ = WORKER.try_with(|w| *w.batch.borrow_mut() = batch);
 }

@@ -101,11 +101,20 @@ pub(crate) struct SocketInner {
     state: Mutex<SocketState>,
     assoc: OnceLock<Association>,
     skip_on_success: AtomicBool,
+    /// Mirrors `SocketState::closed` for lock-free checks; set under the lock.
+    closed: AtomicBool,
 }
 
 impl SocketInner {
     pub(crate) fn new(fd: OwnedFd, stream: bool) -> Self {
-        Self { fd, stream, state: Mutex::default(), assoc: OnceLock::new(), skip_on_success: AtomicBool::new(false) }
+        Self {
+            fd,
+            stream,
+            state: Mutex::default(),
+            assoc: OnceLock::new(),
+            skip_on_success: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -125,7 +134,7 @@ impl SocketInner {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn association(&self) -> Option<&Association> {
@@ -353,6 +362,7 @@ impl SocketInner {
                 return false;
             }
             st.closed = true;
+            self.closed.store(true, Ordering::Release);
         }
         self.cancel(|_, _| true, CancelReason::Close);
         // The cancellations above also handed every request of this socket to the kernel, so

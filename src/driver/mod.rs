@@ -100,6 +100,13 @@ impl Driver {
         }
     }
 
+    /// Whether results are ready to be reaped without blocking (a cheap check).
+    pub(crate) fn has_completions(&self) -> bool {
+        match self {
+            Self::Uring(d) => d.has_completions(),
+        }
+    }
+
     /// Hands the results that are already ready to `on_complete`, without blocking.
     pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
         match self {

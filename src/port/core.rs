@@ -103,7 +103,9 @@ impl PortCore {
     /// Moves completions that the kernel already posted into the packet queue, so that packets
     /// are queued in completion order even when nobody waits in the driver (PQ-2, OR-1).
     pub(crate) fn reap_ready(&self) {
-        self.reap(|on_complete| self.driver.reap_ready(on_complete));
+        if self.driver.has_completions() {
+            self.reap(|on_complete| self.driver.reap_ready(on_complete));
+        }
     }
 
     /// Runs a driver call that reaps completions, turning them into packets that are queued

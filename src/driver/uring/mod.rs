@@ -180,6 +180,14 @@ impl UringDriver {
         self.reap(on_complete);
     }
 
+    /// Whether CQEs are waiting to be reaped (false while another thread is reaping).
+    pub(crate) fn has_completions(&self) -> bool {
+        let Ok(_cq) = self.cq_lock.try_lock() else { return false };
+        // SAFETY: `cq_lock` is held, so this is the only view of the completion queue; the view
+        // is only read (its drop stores back the head it read).
+        !unsafe { self.ring.completion_shared() }.is_empty()
+    }
+
     /// Reaps the CQEs already there, without entering the kernel, unless another thread is
     /// reaping right now.
     pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {

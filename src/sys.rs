@@ -29,10 +29,10 @@ pub(crate) fn perform_nonblocking(step: &Step) -> i32 {
     // completion); lengths match the buffers they describe.
     let res = unsafe {
         match *step {
-            Step::Recv { fd, buf, len, flags } => libc::recv(fd, buf.cast(), len as usize, flags | dontwait),
-            Step::RecvMsg { fd, msg, flags } => libc::recvmsg(fd, msg, flags | dontwait),
-            Step::Send { fd, buf, len, flags } => libc::send(fd, buf.cast(), len as usize, flags | dontwait),
-            Step::SendMsg { fd, msg, flags } => libc::sendmsg(fd, msg, flags | dontwait),
+            Step::Recv { fd, buf, len, flags } => libc::recv(fd.fd, buf.cast(), len as usize, flags | dontwait),
+            Step::RecvMsg { fd, msg, flags } => libc::recvmsg(fd.fd, msg, flags | dontwait),
+            Step::Send { fd, buf, len, flags } => libc::send(fd.fd, buf.cast(), len as usize, flags | dontwait),
+            Step::SendMsg { fd, msg, flags } => libc::sendmsg(fd.fd, msg, flags | dontwait),
             _ => return -libc::EAGAIN,
         }
     };

@@ -44,7 +44,12 @@ impl Server {
     }
 
     /// Sends `signal` and waits (bounded) for the exit status.
-    fn stop(mut self, signal: i32) -> i32 {
+    fn stop(self, signal: i32) -> i32 {
+        let mut server = self;
+        server.signal_and_wait(signal)
+    }
+
+    fn signal_and_wait(&mut self, signal: i32) -> i32 {
         let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
         assert!(status.expect("run kill").success());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -57,6 +62,16 @@ impl Server {
                 panic!("the server did not exit after signal {signal}");
             }
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    /// A failing test must not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

@@ -64,6 +64,20 @@ impl Driver {
         }
     }
 
+    /// Registers a descriptor with the backend (io_uring fixed files); the slot, if any.
+    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> Option<u32> {
+        match self {
+            Self::Uring(d) => d.register_file(fd),
+        }
+    }
+
+    /// Releases a slot from [`Driver::register_file`]; no new request may use it.
+    pub(crate) fn unregister_file(&self, slot: u32) {
+        match self {
+            Self::Uring(d) => d.unregister_file(slot),
+        }
+    }
+
     pub(crate) fn flush(&self) {
         match self {
             Self::Uring(d) => d.flush(),
@@ -108,13 +122,15 @@ impl Driver {
     }
 
     /// Hands the results that are already ready to `on_complete`, without blocking.
-    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
+    /// Returns whether a wake-up was among the results.
+    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         match self {
             Self::Uring(d) => d.reap_ready(on_complete),
         }
     }
 
-    pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) {
+    /// Returns whether a wake-up was among the results.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         match self {
             Self::Uring(d) => d.wait(timeout, on_complete),
         }

@@ -17,16 +17,24 @@ use super::{OpKind, OpState};
 use crate::error::{Error, ErrorKind};
 use crate::sys;
 
+/// The descriptor a request works on, and its slot in the backend's table of registered
+/// files, if it has one (io_uring fixed files: no per-request descriptor lookup).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    pub(crate) fd: RawFd,
+    pub(crate) fixed: Option<u32>,
+}
+
 /// One kernel request. Pointers refer into the operation record, which outlives the request.
 #[derive(Debug)]
 pub(crate) enum Step {
-    Recv { fd: RawFd, buf: *mut u8, len: u32, flags: i32 },
-    RecvMsg { fd: RawFd, msg: *mut libc::msghdr, flags: i32 },
-    Send { fd: RawFd, buf: *const u8, len: u32, flags: i32 },
-    SendMsg { fd: RawFd, msg: *const libc::msghdr, flags: i32 },
-    Accept { fd: RawFd, addr: *mut libc::sockaddr, len: *mut libc::socklen_t },
-    Connect { fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t },
-    Shutdown { fd: RawFd, how: i32 },
+    Recv { fd: Target, buf: *mut u8, len: u32, flags: i32 },
+    RecvMsg { fd: Target, msg: *mut libc::msghdr, flags: i32 },
+    Send { fd: Target, buf: *const u8, len: u32, flags: i32 },
+    SendMsg { fd: Target, msg: *const libc::msghdr, flags: i32 },
+    Accept { fd: Target, addr: *mut libc::sockaddr, len: *mut libc::socklen_t },
+    Connect { fd: Target, addr: *const libc::sockaddr, len: libc::socklen_t },
+    Shutdown { fd: Target, how: i32 },
 }
 
 /// What a request's result means for the operation.
@@ -44,7 +52,7 @@ const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 /// here).
 pub(crate) fn next_step(op: &mut OpState) -> Step {
     let socket = op.socket.as_ref().expect("issued operation has a socket");
-    let fd = socket.fd();
+    let fd = Target { fd: socket.fd(), fixed: socket.fixed_slot() };
     let stream = socket.is_stream();
     match &op.kind {
         OpKind::Recv { flags } => recv_step(op, fd, *flags, stream, false),
@@ -56,7 +64,7 @@ pub(crate) fn next_step(op: &mut OpState) -> Step {
             Step::Accept { fd, addr, len }
         }
         OpKind::Accept { accepted: Some(new) } => {
-            let new_fd = new.as_raw_fd();
+            let new_fd = Target { fd: new.as_raw_fd(), fixed: None };
             recv_step(op, new_fd, 0, true, false)
         }
         OpKind::Connect { connected: false, .. } => {
@@ -69,7 +77,7 @@ pub(crate) fn next_step(op: &mut OpState) -> Step {
     }
 }
 
-fn recv_step(op: &mut OpState, fd: RawFd, flags: i32, plain: bool, with_addr: bool) -> Step {
+fn recv_step(op: &mut OpState, fd: Target, flags: i32, plain: bool, with_addr: bool) -> Step {
     if plain && op.bufs.len() == 1 {
         let spare = op.bufs[0].spare_capacity_mut();
         return Step::Recv { fd, buf: spare.as_mut_ptr().cast(), len: clamp_len(spare.len()), flags };
@@ -78,7 +86,7 @@ fn recv_step(op: &mut OpState, fd: RawFd, flags: i32, plain: bool, with_addr: bo
     Step::RecvMsg { fd, msg: op.args.msghdr(with_addr, true), flags }
 }
 
-fn send_step(op: &mut OpState, fd: RawFd, flags: i32, with_addr: bool) -> Step {
+fn send_step(op: &mut OpState, fd: Target, flags: i32, with_addr: bool) -> Step {
     let flags = flags | SEND_FLAGS;
     if !with_addr && op.bufs.len() == 1 {
         let rest = &op.bufs[0][op.progress..];

@@ -72,6 +72,14 @@ impl PortCore {
         Ok(())
     }
 
+    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> Option<u32> {
+        self.driver.register_file(fd)
+    }
+
+    pub(crate) fn unregister_file(&self, slot: u32) {
+        self.driver.unregister_file(slot);
+    }
+
     pub(crate) fn cancel(&self, id: usize) {
         self.driver.cancel(id);
     }
@@ -87,14 +95,14 @@ impl PortCore {
     /// `PostQueuedCompletionStatus` and the delivery of I/O packets (PQ-2: same queue, same
     /// rules). Gives the packet back if the port is closed.
     pub(crate) fn post(&self, packet: Packet) -> Result<(), Packet> {
-        let poller = {
+        let wake_driver = {
             let mut st = self.lock();
             if st.closed {
                 return Err(packet);
             }
-            st.push(packet)
+            st.push(packet, worker::id())
         };
-        if poller.is_some_and(|p| p != worker::id()) {
+        if wake_driver {
             self.driver.wake();
         }
         Ok(())
@@ -111,10 +119,10 @@ impl PortCore {
     /// Runs a driver call that reaps completions, turning them into packets that are queued
     /// together, under one lock, when the call returns. Submissions made meanwhile (next steps,
     /// the next operation of a lane) wait for the driver's next wait.
-    fn reap(&self, driver_call: impl FnOnce(&mut dyn FnMut(RawOp, i32))) {
+    fn reap(&self, driver_call: impl FnOnce(&mut dyn FnMut(RawOp, i32)) -> bool) {
         worker::reaping(|| {
             let mut batch = worker::take_batch();
-            driver_call(&mut |op, res| {
+            let woke = driver_call(&mut |op, res| {
                 if let Some(packet) = self.on_completion(op, res) {
                     batch.push(packet);
                 }
@@ -123,23 +131,29 @@ impl PortCore {
                 self.deliver_batch(&mut batch);
             }
             worker::return_batch(batch);
+            // The wake-up this thread consumed may have been meant for another thread still
+            // blocked in the driver: pass it on.
+            if woke && self.lock().owes_driver_wake(worker::id()) {
+                self.driver.wake();
+            }
         });
     }
 
     /// Queues reaped packets in order, under one lock; drops them (outside the lock) if the
     /// port is closed.
     fn deliver_batch(&self, batch: &mut Vec<Packet>) {
-        let mut poller_handed = None;
+        let me = worker::id();
+        let mut wake_driver = false;
         {
             let mut st = self.lock();
             if !st.closed {
                 for packet in batch.drain(..) {
-                    poller_handed = poller_handed.or(st.push(packet));
+                    wake_driver |= st.push(packet, me);
                 }
             }
         }
         batch.clear();
-        if poller_handed.is_some_and(|p| p != worker::id()) {
+        if wake_driver {
             self.driver.wake();
         }
     }
@@ -203,6 +217,7 @@ impl PortCore {
             let take_over = st.poller.is_some_and(|p| p != me) && st.is_top(me);
             if st.poller.is_none() || take_over {
                 st.poller = Some(me);
+                st.set_in_driver(me, true);
                 drop(st);
                 if take_over {
                     self.driver.wake();
@@ -210,6 +225,7 @@ impl PortCore {
                 self.reap(|on_complete| self.driver.wait(remaining, on_complete));
                 polled = true;
                 st = self.lock();
+                st.set_in_driver(me, false);
                 if st.poller == Some(me) {
                     st.poller = None;
                 }
@@ -294,10 +310,8 @@ impl PortCore {
 impl QueueState {
     /// Dispatches queued packets after `active` dropped, and makes sure someone polls.
     fn dispatch_and_wake(&mut self, port: &PortCore) {
-        if let Some(p) = self.dispatch() {
-            if p != worker::id() {
-                port.driver.wake();
-            }
+        if self.dispatch(worker::id()) {
+            port.driver.wake();
         }
         self.ensure_poller();
     }

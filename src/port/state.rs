@@ -21,12 +21,17 @@ use super::core::Packet;
 struct Waiter {
     id: u64,
     thread: Thread,
+    /// Blocked in the driver (the poller, or a poller that was asked to step down and has not
+    /// left the driver yet): only a driver wake-up reaches it, not an unpark.
+    in_driver: bool,
 }
 
 pub(crate) struct QueueState {
     packets: VecDeque<Packet>,
     waiters: Vec<Waiter>,
-    handed: Vec<(u64, Packet)>,
+    /// Packets handed to waiters that have not picked them up: (waiter, packet, whether the
+    /// waiter was blocked in the driver when it was handed the packet).
+    handed: Vec<(u64, Packet, bool)>,
     pub(crate) active: usize,
     pub(crate) max: usize,
     pub(crate) closed: bool,
@@ -49,7 +54,7 @@ impl QueueState {
 
     /// A packet handed directly to waiter `id`, if any.
     pub(crate) fn take_handed(&mut self, id: u64) -> Option<Packet> {
-        let at = self.handed.iter().position(|(w, _)| *w == id)?;
+        let at = self.handed.iter().position(|(w, _, _)| *w == id)?;
         Some(self.handed.swap_remove(at).1)
     }
 
@@ -70,7 +75,7 @@ impl QueueState {
 
     pub(crate) fn push_waiter(&mut self, id: u64, thread: impl FnOnce() -> Thread) {
         if !self.waiters.iter().any(|w| w.id == id) {
-            self.waiters.push(Waiter { id, thread: thread() });
+            self.waiters.push(Waiter { id, thread: thread(), in_driver: false });
         }
     }
 
@@ -88,36 +93,57 @@ impl QueueState {
         }
     }
 
-    /// Queues a packet and releases waiters for queued packets (CC-4). Returns the poller's
-    /// id if the poller was handed a packet (it sleeps in the driver and needs a driver wake).
-    pub(crate) fn push(&mut self, packet: Packet) -> Option<u64> {
+    /// Marks waiter `id` as blocked in the driver, or back from it.
+    pub(crate) fn set_in_driver(&mut self, id: u64, in_driver: bool) {
+        if let Some(w) = self.waiters.iter_mut().rev().find(|w| w.id == id) {
+            w.in_driver = in_driver;
+        }
+    }
+
+    /// Queues a packet and releases waiters for queued packets (CC-4). Returns whether a
+    /// waiter blocked in the driver, other than thread `current`, was handed a packet: the
+    /// caller must then wake the driver.
+    pub(crate) fn push(&mut self, packet: Packet, current: u64) -> bool {
         self.packets.push_back(packet);
-        self.dispatch()
+        self.dispatch(current)
     }
 
     /// Hands queued packets to the most recent waiters while fewer than `max` threads run.
-    pub(crate) fn dispatch(&mut self) -> Option<u64> {
-        let mut poller_handed = None;
+    /// Returns whether the driver must be woken (see [`QueueState::push`]).
+    pub(crate) fn dispatch(&mut self, current: u64) -> bool {
+        let mut wake_driver = false;
         while self.active < self.max && !self.packets.is_empty() {
             let Some(w) = self.waiters.pop() else { break };
             let p = self.packets.pop_front().expect("checked non-empty");
-            self.handed.push((w.id, p));
+            self.handed.push((w.id, p, w.in_driver));
             self.active += 1;
             if Some(w.id) == self.poller {
                 self.poller = None;
-                poller_handed = Some(w.id);
+            }
+            if w.in_driver {
+                wake_driver |= w.id != current;
             } else {
                 w.thread.unpark();
             }
         }
-        poller_handed
+        wake_driver
+    }
+
+    /// Whether a thread other than `current` may be blocked in the driver although it has a
+    /// packet to pick up or the port is closed: then a driver wake-up is still owed to it.
+    /// Checked by whoever reaps a wake-up, since the wake-up may have been meant for another
+    /// thread (which would otherwise sleep on).
+    pub(crate) fn owes_driver_wake(&self, current: u64) -> bool {
+        let handed = self.handed.iter().any(|(w, _, in_driver)| *in_driver && *w != current);
+        let closing = self.closed && self.waiters.iter().any(|w| w.in_driver && w.id != current);
+        handed || closing
     }
 
     /// If nobody polls the driver although a waiter could run, wakes the most recent waiter so
     /// that it takes over polling.
     pub(crate) fn ensure_poller(&self) {
         if self.poller.is_none() && self.active < self.max {
-            if let Some(top) = self.waiters.last() {
+            if let Some(top) = self.waiters.last().filter(|w| !w.in_driver) {
                 top.thread.unpark();
             }
         }

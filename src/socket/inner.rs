@@ -103,6 +103,8 @@ pub(crate) struct SocketInner {
     skip_on_success: AtomicBool,
     /// Mirrors `SocketState::closed` for lock-free checks; set under the lock.
     closed: AtomicBool,
+    /// The socket's slot in its port's table of registered files.
+    fixed: OnceLock<u32>,
 }
 
 impl SocketInner {
@@ -114,6 +116,7 @@ impl SocketInner {
             assoc: OnceLock::new(),
             skip_on_success: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            fixed: OnceLock::new(),
         }
     }
 
@@ -141,12 +144,26 @@ impl SocketInner {
         self.assoc.get()
     }
 
-    /// `CreateIoCompletionPort(socket, port, key, 0)`: once per socket (CP-4).
+    /// `CreateIoCompletionPort(socket, port, key, 0)`: once per socket (CP-4). Also registers
+    /// the descriptor with the port's backend, under the lock so that a concurrent close
+    /// cannot miss the slot.
     pub(crate) fn associate(&self, assoc: Association) -> Result<(), Error> {
-        if self.is_closed() {
+        let st = self.lock();
+        if st.closed {
             return Err(Error::new(ErrorKind::NotSocket));
         }
-        self.assoc.set(assoc).map_err(|_| Error::new(ErrorKind::AlreadyAssociated))
+        self.assoc.set(assoc).map_err(|_| Error::new(ErrorKind::AlreadyAssociated))?;
+        let port = &self.assoc.get().expect("just set").port;
+        if let Some(slot) = port.register_file(self.fd()) {
+            let _ = self.fixed.set(slot);
+        }
+        drop(st);
+        Ok(())
+    }
+
+    /// The socket's registered-file slot, if it has one.
+    pub(crate) fn fixed_slot(&self) -> Option<u32> {
+        self.fixed.get().copied()
     }
 
     pub(crate) fn set_skip_on_success(&self) {
@@ -365,6 +382,11 @@ impl SocketInner {
             self.closed.store(true, Ordering::Release);
         }
         self.cancel(|_, _| true, CancelReason::Close);
+        // No request can be issued any more (closed); requests issued on the slot keep the
+        // file until they complete.
+        if let (Some(assoc), Some(&slot)) = (self.assoc.get(), self.fixed.get()) {
+            assoc.port.unregister_file(slot);
+        }
         // The cancellations above also handed every request of this socket to the kernel, so
         // none is left to resolve the descriptor number. Release the socket now (the peer sees
         // the close once the kernel drops the requests' references), but keep the number

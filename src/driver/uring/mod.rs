@@ -18,6 +18,7 @@
 mod prep;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,6 +32,14 @@ use crate::op::machine;
 const WAKE: u64 = 0;
 const CANCEL: u64 = 1;
 const RING_ENTRIES: u32 = 1024;
+/// Slots in the ring's table of registered files (sockets beyond it use plain descriptors).
+const FIXED_FILES: u32 = 16 * 1024;
+
+/// Free slots of the registered-file table.
+struct FileSlots {
+    free: Vec<u32>,
+    next: u32,
+}
 
 /// An io_uring instance shared by the threads of one completion port.
 pub(crate) struct UringDriver {
@@ -39,6 +48,8 @@ pub(crate) struct UringDriver {
     cq_lock: Mutex<()>,
     in_flight: AtomicUsize,
     closed: AtomicBool,
+    /// `None` if the kernel refused a sparse file table.
+    files: Option<Mutex<FileSlots>>,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -58,12 +69,14 @@ impl UringDriver {
         if let Some((_, name)) = prep::REQUIRED_OPCODES.iter().find(|(code, _)| !probe.is_supported(*code)) {
             return Err(unsupported(&format!("the kernel lacks IORING_OP_{name}")));
         }
+        let files = ring.submitter().register_files_sparse(FIXED_FILES).ok();
         let driver = Self {
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(()),
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            files: files.map(|()| Mutex::new(FileSlots { free: Vec::new(), next: 0 })),
         };
         driver.probe_cancel_any()?;
         Ok(driver)
@@ -103,6 +116,37 @@ impl UringDriver {
                     std::thread::yield_now();
                 }
             }
+        }
+    }
+
+    /// Registers `fd` in the ring's file table, so requests on it skip the descriptor lookup.
+    /// `None` if the table is full or unavailable (requests then use the descriptor).
+    pub(crate) fn register_file(&self, fd: RawFd) -> Option<u32> {
+        let mut slots = self.files.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match slots.free.pop() {
+            Some(s) => s,
+            None if slots.next < FIXED_FILES => {
+                slots.next += 1;
+                slots.next - 1
+            }
+            None => return None,
+        };
+        match self.ring.submitter().register_files_update(slot, &[fd]) {
+            Ok(_) => Some(slot),
+            Err(_) => {
+                slots.free.push(slot);
+                None
+            }
+        }
+    }
+
+    /// Empties a slot of the file table. Requests already issued on it keep the file until
+    /// they complete; the caller must issue no new request on the slot.
+    pub(crate) fn unregister_file(&self, slot: u32) {
+        let Some(files) = self.files.as_ref() else { return };
+        let mut slots = files.lock().unwrap_or_else(|e| e.into_inner());
+        if self.ring.submitter().register_files_update(slot, &[-1]).is_ok() {
+            slots.free.push(slot);
         }
     }
 
@@ -164,7 +208,8 @@ impl UringDriver {
 
     /// Submits pending SQEs, waits up to `timeout` (`None`: no limit) for at least one CQE or a
     /// wake-up, then reaps every CQE, handing each operation to `on_complete` with its result.
-    pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) {
+    /// Returns whether a wake-up (or cancellation) CQE was among them.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         let submitter = self.ring.submitter();
         let res = match timeout {
             Some(t) if t.is_zero() => submitter.submit(),
@@ -177,7 +222,7 @@ impl UringDriver {
         // ETIME (timeout), EINTR (signal) and EBUSY (completions to reap first) all mean:
         // reap what is there and let the caller decide.
         let _ = res;
-        self.reap(on_complete);
+        self.reap(on_complete)
     }
 
     /// Whether CQEs are waiting to be reaped (false while another thread is reaping).
@@ -190,25 +235,28 @@ impl UringDriver {
 
     /// Reaps the CQEs already there, without entering the kernel, unless another thread is
     /// reaping right now.
-    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        if let Ok(guard) = self.cq_lock.try_lock() {
-            self.reap_locked(guard, on_complete);
+    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        match self.cq_lock.try_lock() {
+            Ok(guard) => self.reap_locked(guard, on_complete),
+            Err(_) => false,
         }
     }
 
-    fn reap(&self, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        self.reap_locked(lock(&self.cq_lock), on_complete);
+    fn reap(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        self.reap_locked(lock(&self.cq_lock), on_complete)
     }
 
-    fn reap_locked(&self, _cq: MutexGuard<'_, ()>, on_complete: &mut dyn FnMut(RawOp, i32)) {
+    /// Reaps every CQE; returns whether a wake-up or cancellation CQE was among them.
+    fn reap_locked(&self, _cq: MutexGuard<'_, ()>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         // SAFETY: the caller holds `cq_lock` (its guard is `_cq`), so this is the only view of
         // the completion queue.
         let mut cq = unsafe { self.ring.completion_shared() };
+        let mut woke = false;
         loop {
             cq.sync();
             let Some(cqe) = cq.next() else { break };
             match cqe.user_data() {
-                WAKE | CANCEL => {}
+                WAKE | CANCEL => woke = true,
                 user_data => {
                     self.in_flight.fetch_sub(1, Ordering::AcqRel);
                     // SAFETY: every other user data is a record handed over by `submit`, and
@@ -218,6 +266,7 @@ impl UringDriver {
                 }
             }
         }
+        woke
     }
 }
 

@@ -110,8 +110,6 @@ pub(crate) struct OpState {
     pub(crate) status: Status,
     /// The socket the operation runs on, while issued.
     pub(crate) socket: Option<Arc<SocketInner>>,
-    /// Set when a cancellation reached the operation between two steps.
-    pub(crate) cancel: Option<CancelReason>,
     /// The thread that issued the operation (for `CancelIo`).
     pub(crate) issuer: u64,
     /// `AcceptEx` output: the new socket and its addresses.
@@ -131,7 +129,6 @@ impl OpState {
             flags: 0,
             status: Status::Pending,
             socket: None,
-            cancel: None,
             issuer: 0,
             accepted: None,
             peer: None,
@@ -147,7 +144,6 @@ impl OpState {
         self.flags = 0;
         self.status = Status::Pending;
         self.socket = Some(socket);
-        self.cancel = None;
         self.issuer = issuer;
         self.accepted = None;
         self.peer = None;

@@ -272,9 +272,16 @@ impl PortCore {
     /// This thread stops counting as running (it waits elsewhere, moved to another port, or
     /// exited): queued packets may now go to waiters (CC-3, CC-6).
     pub(crate) fn leave_active(&self) {
-        let mut st = self.lock();
-        st.active = st.active.saturating_sub(1);
-        st.dispatch_and_wake(self);
+        let wake_driver = {
+            let mut st = self.lock();
+            st.active = st.active.saturating_sub(1);
+            let wake = st.dispatch(worker::id());
+            st.ensure_poller();
+            wake
+        };
+        if wake_driver {
+            self.driver.wake();
+        }
     }
 
     /// The thread is back from a blocking section and counts as running again; `active` may
@@ -304,16 +311,6 @@ impl PortCore {
             }
         }
         true
-    }
-}
-
-impl QueueState {
-    /// Dispatches queued packets after `active` dropped, and makes sure someone polls.
-    fn dispatch_and_wake(&mut self, port: &PortCore) {
-        if self.dispatch(worker::id()) {
-            port.driver.wake();
-        }
-        self.ensure_poller();
     }
 }
 

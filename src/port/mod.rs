@@ -133,8 +133,9 @@ impl PortBuilder {
     }
 }
 
+/// When a wait of `timeout` ends; `None` (no deadline) also for a timeout too long to represent.
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)))
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 impl<C: Send + 'static> CompletionPort<C> {
@@ -247,5 +248,18 @@ impl<C: Send + 'static> fmt::Debug for CompletionPort<C> {
             .field("backend", &self.backend())
             .field("closed", &self.is_closed())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_too_long_to_represent_waits_forever_instead_of_panicking() {
+        assert_eq!(deadline(Some(Duration::MAX)), None);
+        assert_eq!(deadline(None), None);
+        let soon = deadline(Some(Duration::from_millis(5))).expect("a finite deadline");
+        assert!(soon > Instant::now() - Duration::from_secs(1));
     }
 }

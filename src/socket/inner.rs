@@ -6,9 +6,9 @@
 //! here, not in the kernel, and starts when the one ahead of it finishes.
 //!
 //! Closing (spec CN-5, §8.4.5): `close(2)` does not cancel io_uring requests, so closing the
-//! handle cancels every operation itself; the descriptor is closed only when the last
-//! operation holding this entry has come back from the kernel (the entry is reference
-//! counted, and in-flight operations hold a reference).
+//! handle cancels every operation itself, then releases the socket at once (its requests keep
+//! their own file references until they complete). The descriptor number stays reserved
+//! until this entry is dropped, so a stale handle can never reach a reused number.
 
 use std::any::TypeId;
 use std::collections::VecDeque;
@@ -52,7 +52,6 @@ struct OrderedLane {
 
 #[derive(Default)]
 struct SocketState {
-    closed: bool,
     shut_write: bool,
     shut_read: bool,
     read: OrderedLane,
@@ -86,6 +85,19 @@ impl SocketState {
     }
 }
 
+/// Submits `op` and records it as its lane's (or the free set's) operation in flight. Called
+/// with the state locked, so a cancellation finds the operation as soon as it is submitted.
+fn submit_in_lane(st: &mut SocketState, port: &PortCore, op: RawOp) -> Result<(), RawOp> {
+    let lane = op.state().kind.lane();
+    let entry = InFlight::of(&op);
+    port.submit(op)?;
+    match st.ordered(lane) {
+        Some(ordered) => ordered.active = Some(entry),
+        None => st.free.push(entry),
+    }
+    Ok(())
+}
+
 /// Whether an issued operation went to the kernel or waits in its lane.
 pub(crate) enum Started {
     /// Submitted (or queued behind an earlier operation of its lane).
@@ -101,7 +113,8 @@ pub(crate) struct SocketInner {
     state: Mutex<SocketState>,
     assoc: OnceLock<Association>,
     skip_on_success: AtomicBool,
-    /// Mirrors `SocketState::closed` for lock-free checks; set under the lock.
+    /// `closesocket` was called. Set under the state lock, so a check under the lock orders
+    /// with it; read without the lock for quick refusals.
     closed: AtomicBool,
     /// The socket's slot in its port's table of registered files.
     fixed: OnceLock<u32>,
@@ -149,7 +162,7 @@ impl SocketInner {
     /// cannot miss the slot.
     pub(crate) fn associate(&self, assoc: Association) -> Result<(), Error> {
         let st = self.lock();
-        if st.closed {
+        if self.is_closed() {
             return Err(Error::new(ErrorKind::NotSocket));
         }
         self.assoc.set(assoc).map_err(|_| Error::new(ErrorKind::AlreadyAssociated))?;
@@ -187,7 +200,7 @@ impl SocketInner {
     /// behind its lane, completes it inline in skip-on-success mode, or submits it.
     pub(crate) fn start(self: &Arc<Self>, port: &PortCore, op: RawOp) -> Result<Started, (Error, RawOp)> {
         let mut st = self.lock();
-        if st.closed {
+        if self.is_closed() {
             return Err((Error::new(ErrorKind::NotSocket), op));
         }
         let kind = &op.state().kind;
@@ -209,15 +222,8 @@ impl SocketInner {
                 Inline::WouldBlock => {}
             }
         }
-        let entry = InFlight::of(&op);
-        match port.submit(op) {
-            Ok(()) => {
-                match st.ordered(lane) {
-                    Some(ordered) => ordered.active = Some(entry),
-                    None => st.free.push(entry),
-                }
-                Ok(Started::Pending)
-            }
+        match submit_in_lane(&mut st, port, op) {
+            Ok(()) => Ok(Started::Pending),
             Err(op) => Err((Error::new(ErrorKind::InvalidHandle), op)),
         }
     }
@@ -227,7 +233,7 @@ impl SocketInner {
     pub(crate) fn resubmit(&self, port: &PortCore, op: RawOp) -> Result<(), RawOp> {
         // Checked and submitted under the lock, so a cancellation cannot slip in between.
         let mut st = self.lock();
-        if st.closed || st.in_flight_mut(op.id()).and_then(|f| f.cancel).is_some() {
+        if self.is_closed() || st.in_flight_mut(op.id()).and_then(|f| f.cancel).is_some() {
             return Err(op);
         }
         port.submit(op)
@@ -240,7 +246,7 @@ impl SocketInner {
         let lane = op.state().kind.lane();
         let (reason, shut_write, next) = {
             let mut st = self.lock();
-            let reason = st.remove(op.id(), lane).or(op.state().cancel);
+            let reason = st.remove(op.id(), lane);
             // DX-3: after DisconnectEx the send side is shut, as after shutdown(SD_SEND).
             st.shut_write |= matches!(op.state().kind, OpKind::Disconnect) && status.is_ok();
             let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
@@ -281,21 +287,13 @@ impl SocketInner {
         loop {
             let lane = op.state().kind.lane();
             let mut st = self.lock();
-            let entry = InFlight::of(&op);
-            let refused = if st.closed { Err(op) } else { port.submit(op) };
-            let Err(back) = refused else {
-                if let Some(l) = st.ordered(lane) {
-                    l.active = Some(entry);
-                }
-                return;
-            };
+            let closed = self.is_closed();
+            let refused = if closed { Err(op) } else { submit_in_lane(&mut st, port, op) };
+            let Err(back) = refused else { return };
             let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
-            let reason = if st.closed { CancelReason::Close } else { CancelReason::Cancel };
             drop(st);
-            let mut back = back;
-            back.state_mut().cancel = Some(reason);
-            let packet = self.finish_unstarted(back);
-            port.deliver_or_drop(packet);
+            let reason = if closed { CancelReason::Close } else { CancelReason::Cancel };
+            port.deliver_or_drop(self.finish_unstarted(back, reason));
             match next {
                 Some(n) => op = n,
                 None => return,
@@ -303,10 +301,10 @@ impl SocketInner {
         }
     }
 
-    /// Completes an operation that never reached the kernel, as cancelled.
-    fn finish_unstarted(&self, mut op: RawOp) -> Packet {
-        let reason = op.state().cancel;
-        let status = self.adjust_status(&op.state().kind, Err(Error::new(ErrorKind::OperationAborted)), reason, false);
+    /// Completes an operation that never reached the kernel, as cancelled for `reason`.
+    fn finish_unstarted(&self, mut op: RawOp, reason: CancelReason) -> Packet {
+        let status =
+            self.adjust_status(&op.state().kind, Err(Error::new(ErrorKind::OperationAborted)), Some(reason), false);
         op.state_mut().bytes = 0;
         self.packet(op, status)
     }
@@ -362,10 +360,8 @@ impl SocketInner {
             }
         }
         found += unstarted.len();
-        for mut op in unstarted {
-            op.state_mut().cancel = Some(reason);
-            let packet = self.finish_unstarted(op);
-            port.deliver_or_drop(packet);
+        for op in unstarted {
+            port.deliver_or_drop(self.finish_unstarted(op, reason));
         }
         found
     }
@@ -374,11 +370,10 @@ impl SocketInner {
     /// Returns false if it was already closed.
     pub(crate) fn close(self: &Arc<Self>) -> bool {
         {
-            let mut st = self.lock();
-            if st.closed {
+            let _st = self.lock();
+            if self.is_closed() {
                 return false;
             }
-            st.closed = true;
             self.closed.store(true, Ordering::Release);
         }
         self.cancel(|_, _| true, CancelReason::Close);

@@ -92,6 +92,9 @@ pub enum ErrorKind {
     NotFound,
     /// The operation is still pending (`WSA_IO_INCOMPLETE` / `ERROR_IO_INCOMPLETE` 996, GR-1).
     IoIncomplete,
+    /// The target thread has exited, so its APC queue is gone (`QueueUserAPC` fails with
+    /// `ERROR_GEN_FAILURE` 31, AP-6).
+    ThreadExited,
     /// Any other operating-system error; see [`Error::raw_os_error`].
     Other,
 }
@@ -143,6 +146,7 @@ impl ErrorKind {
             Self::AlreadyAssociated => plain(ERROR_INVALID_PARAMETER, WSAEINVAL),
             Self::NotFound => plain(ERROR_NOT_FOUND, ERROR_NOT_FOUND),
             Self::IoIncomplete => plain(WSA_IO_INCOMPLETE, WSA_IO_INCOMPLETE),
+            Self::ThreadExited => plain(ERROR_GEN_FAILURE, ERROR_GEN_FAILURE),
             Self::Other => plain(ERROR_GEN_FAILURE, WSAEINVAL),
         }
     }

@@ -36,21 +36,30 @@
 
 pub mod win32;
 
+mod apc;
 mod buf;
 mod driver;
+mod engine;
 mod error;
+mod event;
 mod op;
 mod overlapped;
+mod pending;
 mod port;
 mod socket;
 mod sys;
+mod wait;
 
+pub use apc::{ThreadHandle, sleep_ex};
 pub use buf::BufList;
 pub use driver::Backend;
 pub use error::{Error, ErrorKind, Result};
+pub use event::Event;
 pub use overlapped::{Overlapped, OverlappedId};
+pub use pending::PendingIo;
 pub use port::{Completion, CompletionPort, PortBuilder, PostError};
 pub use socket::{Accepted, Domain, Issued, MsgFlags, Protocol, Rejected, Shutdown, Socket, Type};
+pub use wait::{MAXIMUM_WAIT_EVENTS, Wait, wait_for_events};
 
 /// Runs `f` as a blocking section: while it runs, the calling thread does not count toward the
 /// concurrency of the completion port it is running for, so the port may release another

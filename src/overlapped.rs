@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::buf::BufList;
 use crate::error::{Error, ErrorKind};
+use crate::event::Event;
 use crate::op::{RawOp, Record, Status};
 use crate::socket::{Accepted, MsgFlags};
 
@@ -52,6 +53,39 @@ impl<C: Send + 'static> Overlapped<C> {
 
     pub(crate) fn into_record(self) -> Box<Record<C>> {
         self.rec
+    }
+
+    /// `OVERLAPPED.hEvent`: the event the record's operations signal on completion (and reset
+    /// when issued, EV-2). It stays attached across re-issues; `None` detaches it.
+    pub fn set_event(&mut self, event: Option<Event>) {
+        let state = self.rec.state_mut();
+        state.event = event;
+        state.event_only = false;
+    }
+
+    /// This record with `event` as its `hEvent` (see [`Overlapped::set_event`]).
+    pub fn with_event(mut self, event: Event) -> Self {
+        self.set_event(Some(event));
+        self
+    }
+
+    /// `hEvent` with its low-order bit set: on a socket associated with a port, operations of
+    /// this record signal `event` and queue no packet; their result comes through
+    /// [`PendingIo`](crate::PendingIo) (spec 1.7). On other sockets, the same as
+    /// [`Overlapped::set_event`].
+    pub fn set_event_only(&mut self, event: Event) {
+        let state = self.rec.state_mut();
+        state.event = Some(event);
+        state.event_only = true;
+    }
+
+    /// The record's event, if it has one.
+    pub fn event(&self) -> Option<&Event> {
+        self.rec.state().event.as_ref()
+    }
+
+    pub(crate) fn is_event_only(&self) -> bool {
+        self.rec.state().event_only
     }
 
     /// The caller's per-operation context.

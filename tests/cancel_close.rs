@@ -123,6 +123,7 @@ fn recv_record<C: Send + 'static>(ctx: C) -> Overlapped<C> {
 fn pending<C: Send + 'static>(issued: Result<Issued<C>, overlapped::Rejected<C>>) {
     match issued {
         Ok(Issued::Pending) => {}
+        Ok(Issued::Event(_)) => panic!("an associated socket's operation reports through its port"),
         Ok(Issued::Completed(_)) => panic!("expected the operation to pend, it completed at once"),
         Err(r) => panic!("expected the operation to pend: {r}"),
     }
@@ -843,6 +844,7 @@ fn receives_racing_close_complete_exactly_once_or_are_refused() {
             for k in 0..PER {
                 match s.recv(recv_record(Tracked::new(i * PER + k, &d)), MsgFlags::NONE) {
                     Ok(Issued::Pending) => n_pending += 1,
+                    Ok(Issued::Event(_)) => panic!("an associated socket's operation reports through its port"),
                     Ok(Issued::Completed(_)) => panic!("a receive without data completed at once"),
                     Err(r) => {
                         assert_eq!(r.error.kind(), ErrorKind::NotSocket, "{r}");

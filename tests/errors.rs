@@ -7,8 +7,10 @@ mod common;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 
-use common::{assert_quiet, loopback, next, port, tcp_pair, udp_pair};
-use overlapped::{BufList, CompletionPort, Error, ErrorKind, Issued, MsgFlags, Overlapped, Rejected, Socket};
+use common::{WAIT, assert_quiet, loopback, next, port, tcp_pair, udp_pair};
+use overlapped::{
+    BufList, CompletionPort, Error, ErrorKind, Event, Issued, MsgFlags, Overlapped, Rejected, Socket, Wait,
+};
 
 // ---------------------------------------------------------------------------------------------
 // §1.8: one status, three views
@@ -210,7 +212,7 @@ fn refused(r: Result<Issued<String>, Rejected<String>>, kind: ErrorKind, tag: &s
             overlapped
         }
         Ok(Issued::Pending) => panic!("{tag}: expected {kind:?}, the operation pends"),
-        Ok(Issued::Completed(_)) => panic!("{tag}: expected {kind:?}, the operation completed"),
+        Ok(Issued::Completed(_) | Issued::Event(_)) => panic!("{tag}: expected {kind:?}, the operation completed"),
     };
     assert_eq!(ov.context(), tag, "{tag}: the context comes back");
     assert_eq!(ov.buffers().len(), BUFS.len(), "{tag}: the buffer list comes back");
@@ -230,7 +232,7 @@ fn refused_bare(r: Result<Issued<String>, Rejected<String>>, kind: ErrorKind, ta
             error
         }
         Ok(Issued::Pending) => panic!("{tag}: expected {kind:?}, the operation pends"),
-        Ok(Issued::Completed(_)) => panic!("{tag}: expected {kind:?}, the operation completed"),
+        Ok(Issued::Completed(_) | Issued::Event(_)) => panic!("{tag}: expected {kind:?}, the operation completed"),
     }
 }
 
@@ -239,6 +241,7 @@ fn pends<C: Send + 'static>(r: Result<Issued<C>, Rejected<C>>, what: &str) {
     match r {
         Ok(Issued::Pending) => {}
         Ok(Issued::Completed(_)) => panic!("{what}: expected to pend, completed at once"),
+        Ok(Issued::Event(_)) => panic!("{what}: expected a port packet, got an event-notified operation"),
         Err(r) => panic!("{what}: expected to pend: {r}"),
     }
 }
@@ -438,24 +441,29 @@ fn disconnect_requires_a_connected_socket() {
     assert_eq!((c.key, c.result().unwrap()), (5, 0));
 }
 
-/// Library decision (1.7 without events/routines yet): a socket associated with no port has
-/// no notification path, so its operations are refused with `WSAEINVAL` and the record comes
-/// back. Associating it afterwards brings no stale packet, and then it works.
+/// 1.7 row 4: a socket associated with no port completes through the record's event and the
+/// caller's handle, not a port. Associating it afterwards brings no stale packet for those
+/// operations, and later operations go to the port.
 #[test]
-fn operations_on_an_unassociated_socket_are_refused() {
+fn operations_on_an_unassociated_socket_complete_through_their_handle() {
     let port = port::<String>(0);
     let listener = TcpListener::bind(loopback()).unwrap();
     let mut client = std::net::TcpStream::connect(peer_of(&listener)).unwrap();
     let sock = Socket::from(listener.accept().unwrap().0);
 
-    refused(sock.recv(record("recv"), MsgFlags::NONE), ErrorKind::InvalidArgument, "recv");
-    refused(sock.send(record("send"), MsgFlags::NONE), ErrorKind::InvalidArgument, "send");
-    refused_bare(sock.disconnect(Overlapped::new("disconnect".into())), ErrorKind::InvalidArgument, "disconnect");
-
+    let event = Event::new();
+    let ov = Overlapped::with_buffers("recv".to_string(), BufList::with_capacity(8)).with_event(event.clone());
+    let issued = sock.recv(ov, MsgFlags::NONE).expect("recv starts");
+    let mut io = issued.into_pending_io().expect("an unassociated socket's operation has a handle");
     port.associate(&sock, 9).unwrap();
-    assert_quiet(&port);
-    pends(sock.recv(Overlapped::with_buffers("ok".to_string(), BufList::with_capacity(8)), MsgFlags::NONE), "recv");
     client.write_all(b"x").unwrap();
+    assert_eq!(event.wait(Some(WAIT), false).unwrap(), Wait::Signaled(0), "the event is signalled");
+    let ov = io.overlapped_result(false).expect("completed");
+    assert_eq!((ov.context().as_str(), ov.result().unwrap()), ("recv", 1));
+    assert_quiet(&port);
+
+    pends(sock.recv(Overlapped::with_buffers("ok".to_string(), BufList::with_capacity(8)), MsgFlags::NONE), "recv");
+    client.write_all(b"y").unwrap();
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (9, 1));
 }
@@ -512,6 +520,6 @@ fn connect_to_an_address_of_the_wrong_family_fails_cleanly() {
             assert_eq!(c.overlapped.unwrap().context(), "v6");
             assert_quiet(&port);
         }
-        Ok(Issued::Completed(_)) => panic!("connect never completes at once (CX-4)"),
+        Ok(Issued::Completed(_) | Issued::Event(_)) => panic!("connect never completes at once (CX-4)"),
     }
 }

@@ -64,6 +64,7 @@ fn issue(ov: Overlapped<u32>, op: impl FnOnce(Overlapped<u32>) -> IssueResult) -
     let id = ov.id();
     match op(ov) {
         Ok(Issued::Pending) => {}
+        Ok(Issued::Event(_)) => panic!("an associated socket's operation reports through its port"),
         Ok(Issued::Completed(ov)) => panic!("completed inline without skip-on-success mode: {ov:?}"),
         Err(r) => panic!("the operation was rejected: {}", r.error),
     }
@@ -119,6 +120,7 @@ fn failure(port: &Port, key: usize, ov: Overlapped<u32>, op: impl FnOnce(Overlap
             r.error
         }
         Ok(Issued::Pending) => done(port, key, id, ctx).err(),
+        Ok(Issued::Event(_)) => panic!("an associated socket's operation reports through its port"),
         Ok(Issued::Completed(ov)) => panic!("completed inline without skip-on-success mode: {ov:?}"),
     }
 }
@@ -142,6 +144,7 @@ fn rejected(port: &Port, ov: Overlapped<u32>, op: impl FnOnce(Overlapped<u32>) -
             let d = next(port);
             panic!("expected an immediate failure, the operation pended and completed with {:?}", d.result())
         }
+        Ok(Issued::Event(_)) => panic!("an associated socket's operation reports through its port"),
         Ok(Issued::Completed(ov)) => panic!("expected an immediate failure, it completed inline: {ov:?}"),
     }
 }

@@ -52,7 +52,9 @@ const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 /// here).
 pub(crate) fn next_step(op: &mut OpState) -> Step {
     let socket = op.socket.as_ref().expect("issued operation has a socket");
-    let fd = Target { fd: socket.fd(), fixed: socket.fixed_slot() };
+    // Registered files belong to the port's ring; other operations run on the engine's.
+    let fixed = if op.notify.is_port() { socket.fixed_slot() } else { None };
+    let fd = Target { fd: socket.fd(), fixed };
     let stream = socket.is_stream();
     match &op.kind {
         OpKind::Recv { flags } => recv_step(op, fd, *flags, stream, false),

@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use crate::buf::BufList;
 use crate::error::Error;
+use crate::event::Event;
+use crate::pending::ResultSlot;
 use crate::socket::Accepted;
 use crate::socket::inner::SocketInner;
 
@@ -95,6 +97,24 @@ pub(crate) enum CancelReason {
     Close,
 }
 
+/// Where an operation's completion goes (spec 1.7: exactly one path per operation).
+#[derive(Default)]
+pub(crate) enum Notify {
+    /// A packet to the port the socket is associated with (and the record's event, if any, is
+    /// signalled too).
+    #[default]
+    Port,
+    /// The record goes to the caller's [`crate::PendingIo`] handle and the record's event (if
+    /// any) is signalled: sockets not associated with a port, or `hEvent` with its low bit set.
+    Slot(Arc<ResultSlot>),
+}
+
+impl Notify {
+    pub(crate) fn is_port(&self) -> bool {
+        matches!(self, Self::Port)
+    }
+}
+
 /// The non-generic part of every operation record.
 pub(crate) struct OpState {
     pub(crate) kind: OpKind,
@@ -116,6 +136,12 @@ pub(crate) struct OpState {
     pub(crate) accepted: Option<Accepted>,
     /// `WSARecvFrom` output: the sender's address.
     pub(crate) peer: Option<SocketAddr>,
+    /// `OVERLAPPED.hEvent`: kept across issues, like the field of a reused `OVERLAPPED`.
+    pub(crate) event: Option<Event>,
+    /// `hEvent` with its low-order bit set: no packet even on a port-associated socket.
+    pub(crate) event_only: bool,
+    /// Where this flight's completion goes.
+    pub(crate) notify: Notify,
 }
 
 impl OpState {
@@ -132,11 +158,15 @@ impl OpState {
             issuer: 0,
             accepted: None,
             peer: None,
+            event: None,
+            event_only: false,
+            notify: Notify::Port,
         }
     }
 
     /// Clears the outputs of an earlier flight before the record is issued again.
-    pub(crate) fn reset_for_issue(&mut self, kind: OpKind, socket: Arc<SocketInner>, issuer: u64) {
+    pub(crate) fn reset_for_issue(&mut self, kind: OpKind, socket: Arc<SocketInner>, issuer: u64, notify: Notify) {
+        self.notify = notify;
         self.kind = kind;
         self.args.clear();
         self.progress = 0;

@@ -20,6 +20,7 @@ use crate::driver::{Backend, Driver};
 use crate::error::{Error, ErrorKind};
 use crate::op::RawOp;
 use crate::op::machine::{self, Progress};
+use crate::pending;
 
 /// An I/O completion packet: what `GetQueuedCompletionStatus` returns.
 pub(crate) struct Packet {
@@ -92,6 +93,17 @@ impl PortCore {
         }
     }
 
+    /// Hands a finished operation to its notification: a packet for this port, or the
+    /// caller's result slot and event (spec 1.7).
+    fn route(packet: Packet) -> Option<Packet> {
+        let Packet { key, bytes, status, op } = packet;
+        let op = match op {
+            Some(op) => Some(pending::complete(op)?),
+            None => None,
+        };
+        Some(Packet { key, bytes, status, op })
+    }
+
     /// `PostQueuedCompletionStatus` and the delivery of I/O packets (PQ-2: same queue, same
     /// rules). Gives the packet back if the port is closed.
     pub(crate) fn post(&self, packet: Packet) -> Result<(), Packet> {
@@ -120,7 +132,7 @@ impl PortCore {
     /// together, under one lock, when the call returns. Submissions made meanwhile (next steps,
     /// the next operation of a lane) wait for the driver's next wait.
     fn reap(&self, driver_call: impl FnOnce(&mut dyn FnMut(RawOp, i32)) -> bool) {
-        worker::reaping(|| {
+        worker::reaping(self, || {
             let mut batch = worker::take_batch();
             let woke = driver_call(&mut |op, res| {
                 if let Some(packet) = self.on_completion(op, res) {
@@ -248,12 +260,12 @@ impl PortCore {
                 let socket = op.state().socket.clone().expect("issued operation has a socket");
                 match socket.resubmit(self, op) {
                     Ok(()) => None,
-                    Err(op) => Some(socket.finish(self, op, Err(Error::new(ErrorKind::OperationAborted)))),
+                    Err(op) => Self::route(socket.finish(op, Err(Error::new(ErrorKind::OperationAborted)))),
                 }
             }
             Progress::Done(status) => {
                 let socket = op.state_mut().socket.take().expect("issued operation has a socket");
-                Some(socket.finish(self, op, status))
+                Self::route(socket.finish(op, status))
             }
         }
     }

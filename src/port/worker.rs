@@ -22,8 +22,8 @@ struct Worker {
     running_on: RefCell<Option<Weak<PortCore>>>,
     /// Nesting depth of [`crate::blocking`] sections.
     blocked: Cell<u32>,
-    /// Set while this thread reaps completions for a port (see [`reaping`]).
-    reaping: Cell<bool>,
+    /// The port whose completions this thread is reaping, if any (see [`reaping`]).
+    reaping: Cell<*const PortCore>,
     /// Packets reaped but not yet queued; kept here so its capacity is reused.
     batch: RefCell<Vec<Packet>>,
 }
@@ -43,7 +43,7 @@ thread_local! {
         thread: thread::current(),
         running_on: RefCell::new(None),
         blocked: Cell::new(0),
-        reaping: Cell::new(false),
+        reaping: Cell::new(std::ptr::null()),
         batch: RefCell::new(Vec::new()),
     };
 }
@@ -70,16 +70,20 @@ pub(crate) fn set_running(port: Weak<PortCore>) {
 
 /// Whether submissions this thread makes to `port` may wait: it is running on the port (its
 /// next `get` submits them with its wait), or it is reaping the port's completions (the wait
-/// it returns to submits them).
+/// it returns to submits them). Submissions to any other port go at once.
 pub(crate) fn may_defer_submissions(port: &PortCore) -> bool {
     WORKER
-        .try_with(|w| w.reaping.get() || w.running_on.borrow().as_ref().is_some_and(|p| std::ptr::eq(p.as_ptr(), port)))
+        .try_with(|w| {
+            std::ptr::eq(w.reaping.get(), port)
+                || w.running_on.borrow().as_ref().is_some_and(|p| std::ptr::eq(p.as_ptr(), port))
+        })
         .unwrap_or(false)
 }
 
-/// Runs `f` (a driver wait that reaps completions) with submissions deferred.
-pub(crate) fn reaping<R>(f: impl FnOnce() -> R) -> R {
-    let was = WORKER.try_with(|w| w.reaping.replace(true)).unwrap_or(true);
+/// Runs `f` (a driver wait that reaps `port`'s completions) with submissions to `port`
+/// deferred.
+pub(crate) fn reaping<R>(port: &PortCore, f: impl FnOnce() -> R) -> R {
+    let was = WORKER.try_with(|w| w.reaping.replace(port)).unwrap_or(std::ptr::null());
     let result = f();
     let _ = WORKER.try_with(|w| w.reaping.set(was));
     result

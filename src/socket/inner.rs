@@ -16,9 +16,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use crate::engine;
 use crate::error::{Error, ErrorKind};
 use crate::op::inline::{self, Inline};
 use crate::op::{CancelReason, Lane, OpKind, RawOp, Status};
+use crate::pending;
 use crate::port::core::{Packet, PortCore};
 use crate::socket::Accepted;
 use crate::sys;
@@ -35,12 +37,14 @@ pub(crate) struct Association {
 struct InFlight {
     id: usize,
     issuer: u64,
+    /// Whether it runs on the socket's port (else on the engine, see `engine.rs`).
+    on_port: bool,
     cancel: Option<CancelReason>,
 }
 
 impl InFlight {
     fn of(op: &RawOp) -> Self {
-        Self { id: op.id(), issuer: op.state().issuer, cancel: None }
+        Self { id: op.id(), issuer: op.state().issuer, on_port: op.state().notify.is_port(), cancel: None }
     }
 }
 
@@ -179,6 +183,23 @@ impl SocketInner {
         self.fixed.get().copied()
     }
 
+    /// The completion port that runs an operation's kernel requests: the socket's port for
+    /// port-notified operations, the engine for the others (`None` if that is gone).
+    fn core_for(&self, on_port: bool) -> Option<&PortCore> {
+        if on_port { self.association().map(|a| &*a.port) } else { engine::running() }
+    }
+
+    /// Delivers a finished operation through its notification: the port's queue, or the
+    /// caller's result slot and event.
+    fn deliver(&self, packet: Packet) {
+        let Some(op) = packet.op else { return };
+        let Some(op) = pending::complete(op) else { return };
+        match self.association() {
+            Some(assoc) => assoc.port.deliver_or_drop(Packet { op: Some(op), ..packet }),
+            None => drop(op),
+        }
+    }
+
     pub(crate) fn set_skip_on_success(&self) {
         self.skip_on_success.store(true, Ordering::Release);
     }
@@ -215,7 +236,11 @@ impl SocketInner {
             }
         }
         let mut op = op;
-        if self.skips_on_success() {
+        // Skip-on-success mode completes port operations inline (NM-2). Event-notified sends
+        // are tried inline too: they usually complete at once, and the event is then set
+        // without a trip through the engine (1.4).
+        let try_inline = if op.state().notify.is_port() { self.skips_on_success() } else { lane == Lane::Write };
+        if try_inline {
             match inline::try_complete(&mut op) {
                 Inline::Done => return Ok(Started::Inline(op)),
                 Inline::Failed(e) => return Err((e, op)),
@@ -242,7 +267,7 @@ impl SocketInner {
     /// Finishes an operation: takes it off its lane, starts the next one waiting there, and
     /// returns the packet to deliver (with the status the spec gives a closed socket's
     /// operations, CN-5).
-    pub(crate) fn finish(self: &Arc<Self>, port: &PortCore, op: RawOp, status: Result<(), Error>) -> Packet {
+    pub(crate) fn finish(self: &Arc<Self>, op: RawOp, status: Result<(), Error>) -> Packet {
         let lane = op.state().kind.lane();
         let (reason, shut_write, next) = {
             let mut st = self.lock();
@@ -253,7 +278,7 @@ impl SocketInner {
             (reason, st.shut_write, next)
         };
         if let Some(next) = next {
-            self.start_waiting(port, next);
+            self.start_waiting(next);
         }
         let status = self.adjust_status(&op.state().kind, status, reason, shut_write);
         self.packet(op, status)
@@ -276,24 +301,33 @@ impl SocketInner {
             state.accepted = None;
         }
         state.status = Status::Done(status);
+        if state.notify.is_port() {
+            // 1.7: an associated socket's operation queues its packet and signals its event.
+            if let Some(e) = &state.event {
+                e.signal();
+            }
+        }
         let key = self.association().map_or(0, |a| a.key);
         Packet { key, bytes: state.bytes, status, op: Some(op) }
     }
 
     /// Starts an operation that waited in its lane; if it cannot start, finishes it at once
     /// (aborted) and tries the next.
-    fn start_waiting(self: &Arc<Self>, port: &PortCore, op: RawOp) {
+    fn start_waiting(self: &Arc<Self>, op: RawOp) {
         let mut op = op;
         loop {
             let lane = op.state().kind.lane();
             let mut st = self.lock();
             let closed = self.is_closed();
-            let refused = if closed { Err(op) } else { submit_in_lane(&mut st, port, op) };
+            let refused = match self.core_for(op.state().notify.is_port()) {
+                Some(core) if !closed => submit_in_lane(&mut st, core, op),
+                _ => Err(op),
+            };
             let Err(back) = refused else { return };
             let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
             drop(st);
             let reason = if closed { CancelReason::Close } else { CancelReason::Cancel };
-            port.deliver_or_drop(self.finish_unstarted(back, reason));
+            self.deliver(self.finish_unstarted(back, reason));
             match next {
                 Some(n) => op = n,
                 None => return,
@@ -336,8 +370,6 @@ impl SocketInner {
     /// found; waiting ones complete at once (delivered here), in-flight ones when the kernel
     /// answers the cancellation.
     pub(crate) fn cancel(self: &Arc<Self>, pick: impl Fn(usize, u64) -> bool, reason: CancelReason) -> usize {
-        let Some(assoc) = self.association() else { return 0 };
-        let port = &assoc.port;
         let mut unstarted = Vec::new();
         let mut found = 0;
         {
@@ -354,14 +386,16 @@ impl SocketInner {
             for f in actives.into_iter().flatten().chain(free.iter_mut()) {
                 if pick(f.id, f.issuer) {
                     f.cancel = Some(reason);
-                    port.cancel(f.id);
+                    if let Some(core) = self.core_for(f.on_port) {
+                        core.cancel(f.id);
+                    }
                     found += 1;
                 }
             }
         }
         found += unstarted.len();
         for op in unstarted {
-            port.deliver_or_drop(self.finish_unstarted(op, reason));
+            self.deliver(self.finish_unstarted(op, reason));
         }
         found
     }

@@ -1,9 +1,11 @@
 //! The overlapped socket operations (lecture §1: the Winsock calls that take an
-//! `OVERLAPPED`), issued through the completion port the socket is associated with.
+//! `OVERLAPPED`), notified through the completion port the socket is associated with, or
+//! through the record's event (spec 1.7).
 //!
 //! Every call returns at once: [`Issued::Pending`] (`WSA_IO_PENDING`) and the completion comes
 //! later as a packet, exactly once; or [`Issued::Completed`] when the socket is in
 //! skip-on-success mode and the operation completed on the spot (no packet, NM-2); or
+//! [`Issued::Event`] with the handle to fetch the result from once the event is signalled; or
 //! [`Rejected`] when the operation could not start, which never notifies (spec 1.5) and hands
 //! the record back with the error, so nothing is lost.
 
@@ -11,28 +13,50 @@ use std::any::TypeId;
 use std::fmt;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use super::inner::Started;
 use super::{MsgFlags, Socket};
+use crate::engine;
 use crate::error::{Error, ErrorKind};
-use crate::op::{CancelReason, OpKind, RawOp};
+use crate::op::{CancelReason, Notify, OpKind, RawOp};
 use crate::overlapped::{Overlapped, OverlappedId};
+use crate::pending::{self, PendingIo, ResultSlot};
 use crate::port::worker;
 use crate::sys;
 
 /// How an overlapped call returned.
 #[derive(Debug)]
 pub enum Issued<C: Send + 'static> {
-    /// `WSA_IO_PENDING` / `ERROR_IO_PENDING`: started; the completion comes as a packet.
+    /// `WSA_IO_PENDING` / `ERROR_IO_PENDING`: started; the completion comes as a packet to the
+    /// socket's port.
     Pending,
     /// Returned 0 on a socket in skip-on-success mode (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`):
     /// completed at once, no packet will follow; the record comes back here with the result.
     Completed(Overlapped<C>),
+    /// Started on a socket not associated with a port (or with
+    /// [`Overlapped::set_event_only`]): the completion signals the record's event (if it has
+    /// one) and its result is fetched through this handle (`WSAGetOverlappedResult`). The
+    /// operation may already be complete (an immediate success still signals, 1.4).
+    Event(PendingIo<C>),
 }
 
 impl<C: Send + 'static> Issued<C> {
-    /// Whether the operation is pending.
+    /// Whether the operation is pending (`Pending`, or `Event` not yet completed).
     pub fn is_pending(&self) -> bool {
-        matches!(self, Self::Pending)
+        match self {
+            Self::Pending => true,
+            Self::Completed(_) => false,
+            Self::Event(io) => !io.is_completed(),
+        }
+    }
+
+    /// The handle of an event-notified operation ([`Issued::Event`]), if this is one.
+    pub fn into_pending_io(self) -> Option<PendingIo<C>> {
+        match self {
+            Self::Event(io) => Some(io),
+            _ => None,
+        }
     }
 }
 
@@ -130,26 +154,52 @@ impl Socket {
         if inner.is_closed() {
             return reject(ErrorKind::NotSocket, overlapped);
         }
-        let Some(assoc) = inner.association() else {
-            // No notification path: the event and completion-routine models are not there yet.
-            return reject(ErrorKind::InvalidArgument, overlapped);
+        // Spec 1.7: a port-associated socket's operations go to its port, unless the record's
+        // event is marked event-only; every other operation completes through its handle.
+        let port = inner.association().filter(|_| !overlapped.is_event_only());
+        let core = match port {
+            Some(assoc) if assoc.context_type != TypeId::of::<C>() => {
+                return reject(ErrorKind::InvalidArgument, overlapped);
+            }
+            Some(assoc) => &*assoc.port,
+            None => match engine::get() {
+                Ok(core) => core,
+                Err(e) => return Err(Rejected { error: e, overlapped }),
+            },
         };
-        if assoc.context_type != TypeId::of::<C>() {
-            return reject(ErrorKind::InvalidArgument, overlapped);
-        }
         if let Err(kind) = self.validate(&kind, &overlapped) {
             return reject(kind, overlapped);
         }
+        let id = overlapped.id();
         let mut rec = overlapped.into_record();
         let state = rec.state_mut();
         if let OpKind::Connect { to, .. } | OpKind::SendTo { to, .. } = &kind {
             state.args.set_addr(to);
         }
-        state.reset_for_issue(kind, inner.clone(), worker::id());
-        match inner.start(&assoc.port, RawOp::new(rec)) {
-            Ok(Started::Pending) => Ok(Issued::Pending),
-            Ok(Started::Inline(op)) => Ok(Issued::Completed(Overlapped::from_raw(op))),
-            Err((error, op)) => Err(Rejected { error, overlapped: Overlapped::from_raw(op) }),
+        // EV-2: starting the operation resets its event.
+        if let Some(e) = &state.event {
+            e.reset_for_issue();
+        }
+        let slot = port.is_none().then(|| Arc::new(ResultSlot::new()));
+        let notify = slot.clone().map_or(Notify::Port, Notify::Slot);
+        state.reset_for_issue(kind, inner.clone(), worker::id(), notify);
+        let started = inner.start(core, RawOp::new(rec));
+        match (started, slot) {
+            (Ok(Started::Pending), None) => Ok(Issued::Pending),
+            (Ok(Started::Pending), Some(slot)) => Ok(Issued::Event(PendingIo::new(slot, id))),
+            (Ok(Started::Inline(op)), None) => {
+                // NM-2, NM-3: no packet, but an explicit event is still signalled.
+                if let Some(e) = &op.state().event {
+                    e.signal();
+                }
+                Ok(Issued::Completed(Overlapped::from_raw(op)))
+            }
+            (Ok(Started::Inline(op)), Some(slot)) => {
+                // 1.4: an immediate success notifies as a pending completion would.
+                let _ = pending::complete(op);
+                Ok(Issued::Event(PendingIo::new(slot, id)))
+            }
+            (Err((error, op)), _) => Err(Rejected { error, overlapped: Overlapped::from_raw(op) }),
         }
     }
 

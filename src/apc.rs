@@ -1,0 +1,186 @@
+//! APC queues and alertable waits (spec §4): every thread has a FIFO queue of user APCs
+//! (completion routines and [`ThreadHandle::queue_user_apc`] calls) that runs only while the
+//! thread is in an alertable library wait (AP-1, AP-2).
+//!
+//! Linux has no APCs: the queue is a library object, and "alertable" means one of this
+//! library's waits called with `alertable = true` (spec §8.4.4): [`sleep_ex`],
+//! [`wait_for_events`](crate::wait_for_events), [`Event::wait`](crate::Event::wait). A thread
+//! blocked anywhere else runs nothing. When a thread exits, its queue is discarded: APCs still
+//! queued are dropped without running, and queuing to it fails (AP-6).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind};
+use crate::wait::Wait;
+use crate::wait::block::{self, WaitBlock};
+
+type Apc = Box<dyn FnOnce() + Send>;
+
+/// One thread's APC queue.
+pub(crate) struct ApcQueue {
+    state: Mutex<QueueState>,
+}
+
+struct QueueState {
+    apcs: VecDeque<Apc>,
+    /// The thread's wait block while it is in an alertable wait: a new APC wakes it.
+    alertable: Option<Arc<WaitBlock>>,
+    /// False once the thread has exited.
+    alive: bool,
+}
+
+impl ApcQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an APC; hands it back if the thread has exited.
+    pub(crate) fn push(&self, apc: Apc) -> Result<(), Apc> {
+        let mut st = self.lock();
+        if !st.alive {
+            return Err(apc);
+        }
+        st.apcs.push_back(apc);
+        if let Some(b) = &st.alertable {
+            b.notify();
+        }
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Apc> {
+        self.lock().apcs.pop_front()
+    }
+}
+
+/// Owned by the thread-local slot: its drop is the thread's exit.
+struct ThreadQueue(Arc<ApcQueue>);
+
+impl Drop for ThreadQueue {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut st = self.0.lock();
+            st.alive = false;
+            st.alertable = None;
+            std::mem::take(&mut st.apcs)
+        };
+        // AP-6: the queue is discarded; whatever the APCs own is freed, outside the lock.
+        drop(dropped);
+    }
+}
+
+thread_local! {
+    static QUEUE: ThreadQueue = ThreadQueue(Arc::new(ApcQueue {
+        state: Mutex::new(QueueState { apcs: VecDeque::new(), alertable: None, alive: true }),
+    }));
+}
+
+/// The calling thread's APC queue (`None` while the thread is exiting).
+pub(crate) fn current_queue() -> Option<Arc<ApcQueue>> {
+    QUEUE.try_with(|q| Arc::clone(&q.0)).ok()
+}
+
+/// Runs every APC queued to the calling thread, in FIFO order, including ones queued while they
+/// run (AP-2). Returns whether any ran.
+pub(crate) fn run_queued() -> bool {
+    let Some(queue) = current_queue() else { return false };
+    let mut ran = false;
+    while let Some(apc) = queue.pop() {
+        apc();
+        ran = true;
+    }
+    ran
+}
+
+/// The calling thread is in an alertable wait while this lives: queuing an APC notifies its
+/// wait block.
+pub(crate) struct Alertable {
+    queue: Option<Arc<ApcQueue>>,
+}
+
+impl Alertable {
+    pub(crate) fn enter(block: &Arc<WaitBlock>) -> Self {
+        let queue = current_queue();
+        if let Some(q) = &queue {
+            q.lock().alertable = Some(Arc::clone(block));
+        }
+        Self { queue }
+    }
+
+    /// Whether APCs are waiting (checked after entering, so none can be missed).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queue.as_ref().is_some_and(|q| !q.lock().apcs.is_empty())
+    }
+}
+
+impl Drop for Alertable {
+    fn drop(&mut self) {
+        if let Some(q) = &self.queue {
+            q.lock().alertable = None;
+        }
+    }
+}
+
+/// A handle to a thread's APC queue: the thread `HANDLE` that `QueueUserAPC` takes.
+///
+/// Obtained on the thread itself with [`ThreadHandle::current`], then sent to other threads.
+#[derive(Clone)]
+pub struct ThreadHandle {
+    queue: Arc<ApcQueue>,
+}
+
+impl ThreadHandle {
+    /// The calling thread (`GetCurrentThread`, duplicated into a real handle).
+    pub fn current() -> Self {
+        // During thread teardown the queue is gone: the handle is one of an exited thread.
+        let queue = current_queue().unwrap_or_else(|| {
+            let st = QueueState { apcs: VecDeque::new(), alertable: None, alive: false };
+            Arc::new(ApcQueue { state: Mutex::new(st) })
+        });
+        Self { queue }
+    }
+
+    /// `QueueUserAPC`: queues `apc` to this handle's thread; it runs at that thread's next
+    /// alertable wait, on that thread (AP-1). Fails with [`ErrorKind::ThreadExited`]
+    /// (`ERROR_GEN_FAILURE`) if the thread has exited (AP-6); `apc` is then dropped unrun.
+    pub fn queue_user_apc(&self, apc: impl FnOnce() + Send + 'static) -> Result<(), Error> {
+        self.queue.push(Box::new(apc)).map_err(|_| Error::new(ErrorKind::ThreadExited))
+    }
+
+    /// Whether the thread is still alive (its queue accepts APCs).
+    pub fn is_alive(&self) -> bool {
+        self.queue.lock().alive
+    }
+}
+
+impl fmt::Debug for ThreadHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadHandle").field("alive", &self.is_alive()).finish_non_exhaustive()
+    }
+}
+
+/// `SleepEx(timeout, alertable)`: sleeps for `timeout` (`None`: forever). Alertable, it returns
+/// [`Wait::IoCompletion`] as soon as queued APCs and completion routines have run (at once if
+/// some were queued on entry); otherwise it returns [`Wait::Timeout`] (`SleepEx` returning 0)
+/// when the time is up (AP-3). `sleep_ex(Some(Duration::ZERO), true)` just runs what is queued.
+pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Wait {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    crate::port::worker::blocking(|| {
+        let block = block::current();
+        loop {
+            if alertable && run_queued() {
+                return Wait::IoCompletion;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Wait::Timeout;
+            }
+            block.arm();
+            let alert = alertable.then(|| Alertable::enter(&block));
+            if !alert.as_ref().is_some_and(Alertable::has_queued) {
+                block.park(deadline);
+            }
+        }
+    })
+}

@@ -1,0 +1,117 @@
+//! The handle to an operation whose result the caller fetches itself (`WSAGetOverlappedResult`,
+//! spec §3.2): operations notified through an event rather than a completion port.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::error::{Error, ErrorKind};
+use crate::op::{Notify, RawOp};
+use crate::overlapped::{Overlapped, OverlappedId};
+
+/// Where a completed record waits for its [`PendingIo`] handle.
+pub(crate) struct ResultSlot {
+    record: Mutex<Option<RawOp>>,
+    completed: AtomicBool,
+    done: Condvar,
+}
+
+impl ResultSlot {
+    pub(crate) fn new() -> Self {
+        Self { record: Mutex::new(None), completed: AtomicBool::new(false), done: Condvar::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<RawOp>> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the completed record (its status already written, IO-1), then signals its event
+    /// (EV-2).
+    fn complete(&self, op: RawOp) {
+        let event = op.state().event.clone();
+        {
+            let mut record = self.lock();
+            *record = Some(op);
+            self.completed.store(true, Ordering::Release);
+        }
+        self.done.notify_all();
+        if let Some(e) = event {
+            e.signal();
+        }
+    }
+}
+
+/// Hands a completed operation to its notification: the caller's handle and event. Returns the
+/// record if it goes to a port instead.
+pub(crate) fn complete(mut op: RawOp) -> Option<RawOp> {
+    match std::mem::take(&mut op.state_mut().notify) {
+        Notify::Port => Some(op),
+        Notify::Slot(slot) => {
+            slot.complete(op);
+            None
+        }
+    }
+}
+
+/// An operation in flight whose completion signals an event instead of queuing a packet: what
+/// the `LPOVERLAPPED` is to `WSAGetOverlappedResult`. Returned as
+/// [`Issued::Event`](crate::Issued::Event) by an operation on a socket not associated with a
+/// port (or with [`Overlapped::set_event_only`]).
+///
+/// Dropping the handle while the operation is pending is safe: the operation goes on, and its
+/// record is freed when it completes.
+pub struct PendingIo<C: Send + 'static> {
+    slot: Option<Arc<ResultSlot>>,
+    id: OverlappedId,
+    _context: PhantomData<fn() -> C>,
+}
+
+impl<C: Send + 'static> PendingIo<C> {
+    pub(crate) fn new(slot: Arc<ResultSlot>, id: OverlappedId) -> Self {
+        Self { slot: Some(slot), id, _context: PhantomData }
+    }
+
+    /// `HasOverlappedIoCompleted`: whether the operation has completed (also true once its
+    /// record was taken).
+    pub fn is_completed(&self) -> bool {
+        self.slot.as_ref().is_none_or(|s| s.completed.load(Ordering::Acquire))
+    }
+
+    /// The record's identity, for [`Socket::cancel`](crate::Socket::cancel) (`CancelIoEx`).
+    pub fn id(&self) -> OverlappedId {
+        self.id
+    }
+
+    /// `WSAGetOverlappedResult(socket, lpOverlapped, &bytes, wait, &flags)`: the completed
+    /// operation's record, holding its result ([`Overlapped::result`]: bytes or the operation's
+    /// error), flags and buffers.
+    ///
+    /// While the operation is pending: with `wait == false`, [`ErrorKind::IoIncomplete`]
+    /// (`WSA_IO_INCOMPLETE`), and the handle stays usable (GR-1); with `wait == true`, blocks
+    /// (not alertably) until it completes (GR-2). A completed operation returns at once,
+    /// whatever the state of its event (EV-4). The record is handed back once; later calls
+    /// fail with [`ErrorKind::InvalidArgument`].
+    pub fn overlapped_result(&mut self, wait: bool) -> Result<Overlapped<C>, Error> {
+        let slot = self.slot.as_ref().ok_or(Error::new(ErrorKind::InvalidArgument))?;
+        let mut record = slot.lock();
+        if record.is_none() {
+            if !wait {
+                return Err(Error::new(ErrorKind::IoIncomplete));
+            }
+            record = crate::port::worker::blocking(|| {
+                slot.done.wait_while(record, |r| r.is_none()).unwrap_or_else(|e| e.into_inner())
+            });
+        }
+        let op = record.take().ok_or(Error::new(ErrorKind::InvalidArgument))?;
+        drop(record);
+        self.slot = None;
+        Ok(Overlapped::from_raw(op))
+    }
+}
+
+impl<C: Send + 'static> fmt::Debug for PendingIo<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingIo").field("id", &self.id).field("completed", &self.is_completed()).finish()
+    }
+}

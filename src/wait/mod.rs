@@ -1,0 +1,215 @@
+//! Waiting for several objects at once (`WSAWaitForMultipleEvents` / `WaitForMultipleObjectsEx`,
+//! spec §3.1), and the alertable part every library wait shares (spec §4).
+//!
+//! # Cost
+//! There is no limit of 64 events (`WSA_MAXIMUM_WAIT_EVENTS`); any number works. A wait first
+//! scans the events without locking, in index order, and stops at the first signalled one: with
+//! `n` events and the lowest signalled at index `i`, that costs `i` atomic loads (10,000 events
+//! take a few microseconds). Only when none is signalled does it register with every event
+//! (one uncontended lock per event), sleep, and unregister when woken: a blocking wait on `n`
+//! events costs about `2n` lock operations plus one wake-up, independent of which event fires.
+//! Waiting for all events locks each one, in address order, for every check.
+
+pub(crate) mod block;
+
+use std::borrow::Borrow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::block::WaitBlock;
+use crate::apc;
+use crate::error::{Error, ErrorKind};
+use crate::event::{Event, EventObject, Locked};
+
+/// `WSA_MAXIMUM_WAIT_EVENTS` / `MAXIMUM_WAIT_OBJECTS`: the most events one Windows wait takes.
+/// This library has no such limit ([`wait_for_events`] takes any number); the constant is kept
+/// for code that wants to stay within the classic bound.
+pub const MAXIMUM_WAIT_EVENTS: usize = 64;
+
+/// How a wait ended (`WSAWaitForMultipleEvents` return values). A failed wait
+/// (`WSA_WAIT_FAILED`) is an `Err` instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// `WSA_WAIT_EVENT_0 + i`: the event at index `i` is signalled: the lowest such index when
+    /// waiting for any (WE-3); `0` when waiting for all (WE-4).
+    Signaled(usize),
+    /// `WSA_WAIT_TIMEOUT` (`WAIT_TIMEOUT`, 258): the timeout passed first (WE-5).
+    Timeout,
+    /// `WSA_WAIT_IO_COMPLETION` (`WAIT_IO_COMPLETION`, 0xC0): the wait was alertable and queued
+    /// completion routines or APCs ran; the events may still be unsignalled (WE-6, AP-2).
+    IoCompletion,
+}
+
+/// `WSAWaitForMultipleEvents(n, events, wait_all, timeout, alertable)` /
+/// `WaitForMultipleObjectsEx`.
+///
+/// - `wait_all == false`: returns as soon as one event is signalled, as
+///   [`Wait::Signaled`]`(i)` with the lowest signalled index; only that event is consumed (an
+///   auto-reset one is reset) (WE-3).
+/// - `wait_all == true`: returns [`Wait::Signaled`]`(0)` once all are signalled at the same
+///   time; their auto-reset events are consumed together, atomically; until then none is
+///   touched (WE-4).
+/// - `timeout`: `None` is `WSA_INFINITE`; `Some(Duration::ZERO)` polls (WE-5).
+/// - `alertable`: queued completion routines and APCs of this thread run, and the wait returns
+///   [`Wait::IoCompletion`] (WE-6). An event already signalled on entry wins over queued
+///   routines, which then wait for the next alertable wait (AP-10).
+///
+/// Errors (`WSA_WAIT_FAILED`): no events, or the same event twice with `wait_all`
+/// ([`ErrorKind::InvalidArgument`], `WSA_INVALID_PARAMETER`); a closed event, also one closed
+/// during the wait ([`ErrorKind::InvalidHandle`], `WSA_INVALID_HANDLE`). There is no 64-event
+/// limit (see the module docs for the cost of large waits).
+pub fn wait_for_events<E: Borrow<Event>>(
+    events: &[E],
+    wait_all: bool,
+    timeout: Option<Duration>,
+    alertable: bool,
+) -> Result<Wait, Error> {
+    if events.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidArgument));
+    }
+    let objects: Vec<&EventObject> = events.iter().map(|e| e.borrow().object()).collect();
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let waiter = Waiter { deadline, alertable, polling: timeout.is_some_and(|t| t.is_zero()) };
+    crate::port::worker::blocking(|| if wait_all { waiter.wait_all(&objects) } else { waiter.wait_any(&objects) })
+}
+
+/// One call's wait parameters.
+struct Waiter {
+    deadline: Option<Instant>,
+    alertable: bool,
+    polling: bool,
+}
+
+impl Waiter {
+    fn wait_any(&self, objects: &[&EventObject]) -> Result<Wait, Error> {
+        let block = block::current();
+        loop {
+            if let Some(found) = take_first_signaled(objects)? {
+                return Ok(Wait::Signaled(found));
+            }
+            if let Some(done) = self.ends_without_waiting() {
+                return Ok(done);
+            }
+            // Register, then check again: a set that raced with the scan above notifies us.
+            block.arm();
+            let alert = self.alertable.then(|| apc::Alertable::enter(&block));
+            if let Some(found) = register_any(objects, &block).inspect_err(|_| unregister(objects, &block))? {
+                unregister(objects, &block);
+                return Ok(Wait::Signaled(found));
+            }
+            self.sleep(&block, alert.as_ref());
+            drop(alert);
+            unregister(objects, &block);
+        }
+    }
+
+    fn wait_all(&self, objects: &[&EventObject]) -> Result<Wait, Error> {
+        let order = address_order(objects)?;
+        let block = block::current();
+        loop {
+            if take_all_signaled(objects, &order, None)? {
+                return Ok(Wait::Signaled(0));
+            }
+            if let Some(done) = self.ends_without_waiting() {
+                return Ok(done);
+            }
+            block.arm();
+            let alert = self.alertable.then(|| apc::Alertable::enter(&block));
+            if take_all_signaled(objects, &order, Some(&block))? {
+                unregister(objects, &block);
+                return Ok(Wait::Signaled(0));
+            }
+            self.sleep(&block, alert.as_ref());
+            drop(alert);
+            unregister(objects, &block);
+        }
+    }
+
+    /// Sleeps until a registered event or an APC notifies `block`, or the deadline; not at all
+    /// if an APC is already queued for an alertable wait.
+    fn sleep(&self, block: &WaitBlock, alert: Option<&apc::Alertable>) {
+        if !alert.is_some_and(apc::Alertable::has_queued) {
+            block.park(self.deadline);
+        }
+    }
+
+    /// Before blocking: queued routines end an alertable wait (they run now); a poll or a
+    /// passed deadline ends any wait.
+    fn ends_without_waiting(&self) -> Option<Wait> {
+        if self.alertable && apc::run_queued() {
+            return Some(Wait::IoCompletion);
+        }
+        if self.polling || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(Wait::Timeout);
+        }
+        None
+    }
+}
+
+/// Locks every event (in address order), and if all are signalled consumes them together.
+/// Otherwise registers `block` with each, if given. Closed events fail the wait.
+fn take_all_signaled(objects: &[&EventObject], order: &[usize], block: Option<&Arc<WaitBlock>>) -> Result<bool, Error> {
+    let mut locked: Vec<Locked<'_>> = order.iter().map(|&i| objects[i].lock()).collect();
+    for l in &locked {
+        l.check_open()?;
+    }
+    if locked.iter().all(Locked::is_signaled) {
+        locked.iter_mut().for_each(Locked::consume);
+        return Ok(true);
+    }
+    if let Some(b) = block {
+        locked.iter_mut().for_each(|l| l.register(b));
+    }
+    Ok(false)
+}
+
+/// Scans for the lowest-index signalled event and consumes it. Closed events fail the wait.
+fn take_first_signaled(objects: &[&EventObject]) -> Result<Option<usize>, Error> {
+    for (i, obj) in objects.iter().enumerate() {
+        if obj.looks_ready() {
+            let mut l = obj.lock();
+            l.check_open()?;
+            if l.is_signaled() {
+                l.consume();
+                return Ok(Some(i));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Registers `block` with every event, unless one turns out signalled (consumed and returned)
+/// or closed.
+fn register_any(objects: &[&EventObject], block: &Arc<WaitBlock>) -> Result<Option<usize>, Error> {
+    for (i, obj) in objects.iter().enumerate() {
+        let mut l = obj.lock();
+        l.check_open()?;
+        if l.is_signaled() {
+            l.consume();
+            return Ok(Some(i));
+        }
+        l.register(block);
+    }
+    Ok(None)
+}
+
+fn unregister(objects: &[&EventObject], block: &Arc<WaitBlock>) {
+    for obj in objects {
+        obj.lock().unregister(block);
+    }
+}
+
+/// Indices of `objects` sorted by address (the lock order for waiting for all); the same event
+/// twice is invalid (WE-2).
+fn address_order(objects: &[&EventObject]) -> Result<Vec<usize>, Error> {
+    let mut order: Vec<usize> = (0..objects.len()).collect();
+    order.sort_by_key(|&i| std::ptr::from_ref(objects[i]) as usize);
+    let dup = order.windows(2).any(|w| std::ptr::eq(objects[w[0]], objects[w[1]]));
+    if dup {
+        return Err(Error::new(ErrorKind::InvalidArgument));
+    }
+    if objects.iter().any(|o| o.is_closed()) {
+        return Err(Error::new(ErrorKind::InvalidHandle));
+    }
+    Ok(order)
+}

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::driver::Backend;
 use crate::error::{Error, ErrorKind};
 use crate::port::core::PortCore;
 
@@ -21,6 +22,14 @@ pub(crate) fn get() -> Result<&'static PortCore, Error> {
         Ok(core) => Ok(core),
         Err(e) => Err(*e),
     }
+}
+
+/// The backend that runs operations not tied to a completion port (the event and
+/// completion-routine models), starting it if it is not running yet. A server can call this
+/// at start-up to report the backend, and so that the engine's descriptors exist before it
+/// counts its own.
+pub fn engine_backend() -> Result<Backend, Error> {
+    get().map(PortCore::backend)
 }
 
 /// The engine if it runs already (every operation on it started it).

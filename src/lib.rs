@@ -53,6 +53,7 @@ mod wait;
 pub use apc::{ThreadHandle, sleep_ex};
 pub use buf::BufList;
 pub use driver::Backend;
+pub use engine::engine_backend;
 pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
 pub use overlapped::{Overlapped, OverlappedId};

@@ -1,8 +1,8 @@
 //! The `overlapped` command-line tool: runs the lecture's echo servers.
 //!
-//! `overlapped serve --model port --addr 127.0.0.1:9000 [--threads N]` runs the IOCP echo
-//! server until SIGINT or SIGTERM, then shuts its workers down through posted packets
-//! (`PostQueuedCompletionStatus`) and exits 0.
+//! `overlapped serve --model port|event --addr 127.0.0.1:9000 [--threads N]` runs the lecture's
+//! echo server for that model until SIGINT or SIGTERM, then shuts it down (the port model's
+//! workers through posted packets, `PostQueuedCompletionStatus`) and exits 0.
 
 mod serve;
 
@@ -39,6 +39,9 @@ enum Command {
 enum Model {
     /// I/O completion port (lecture section 3).
     Port,
+    /// Overlapped I/O with event objects (lecture section 1): one I/O thread waits on every
+    /// client's event; `--threads` does not apply.
+    Event,
 }
 
 fn main() -> ExitCode {

@@ -14,6 +14,10 @@ use crate::Model;
 #[allow(dead_code)]
 mod iocp_echo_server;
 
+#[path = "../../examples/event_echo_server.rs"]
+#[allow(dead_code)]
+mod event_echo_server;
+
 pub(crate) fn run(model: Model, addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
     // Install the handlers before the server starts, so a signal can never kill it half-way.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -21,6 +25,12 @@ pub(crate) fn run(model: Model, addr: SocketAddr, threads: usize) -> Result<(), 
         Model::Port => {
             let server = iocp_echo_server::EchoServer::start(addr, threads)?;
             announce("port", server.local_addr(), &server.backend().to_string())?;
+            let _ = signals.forever().next();
+            server.stop()?;
+        }
+        Model::Event => {
+            let server = event_echo_server::EchoServer::start(addr)?;
+            announce("event", server.local_addr(), &server.backend().to_string())?;
             let _ = signals.forever().next();
             server.stop()?;
         }

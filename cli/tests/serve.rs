@@ -150,8 +150,22 @@ fn port_model_echoes_every_byte_for_200_concurrent_clients() {
 }
 
 #[test]
+fn event_model_echoes_every_byte_for_200_concurrent_clients() {
+    echo_end_to_end("event");
+}
+
+#[test]
 fn port_model_stops_on_sigterm_with_clients_connected() {
-    let server = Server::start("port");
+    stops_on_sigterm_with_clients_connected("port");
+}
+
+#[test]
+fn event_model_stops_on_sigterm_with_clients_connected() {
+    stops_on_sigterm_with_clients_connected("event");
+}
+
+fn stops_on_sigterm_with_clients_connected(model: &str) {
+    let server = Server::start(model);
     let mut idle = TcpStream::connect(server.addr).unwrap();
     idle.write_all(b"ping").unwrap();
     let mut buf = [0u8; 4];

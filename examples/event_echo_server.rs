@@ -1,0 +1,231 @@
+//! The lecture's Overlapped(1) echo server (section 1: overlapped I/O with event objects).
+//!
+//! 1. An accept thread accepts clients with a plain blocking `accept`, hands each new socket to
+//!    the I/O thread, and signals the I/O thread's wake-up event.
+//! 2. The I/O thread keeps an array of events: index 0 is the wake-up event, index `i` the
+//!    event of client `i - 1`, which every operation on that client signals (`hEvent`). It
+//!    waits on the whole array (`WSAWaitForMultipleEvents`), fetches the result of the
+//!    signalled client's operation (`WSAGetOverlappedResult`) and issues the next one: after a
+//!    receive, a send of the same bytes; after a send, a receive. A receive of 0 bytes or an
+//!    error drops the client.
+//!
+//! Windows caps one wait at 64 events (`WSA_MAXIMUM_WAIT_EVENTS`), so the lecture's version
+//! needs a thread per 63 clients; `overlapped` has no cap, and this one thread serves
+//! thousands of clients.
+//!
+//! Run it: `cargo run --example event_echo_server -- 127.0.0.1:9000`
+//! (the same server runs as `overlapped serve --model event`).
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use overlapped::{BufList, Error, ErrorKind, Event, Issued, MsgFlags, Overlapped, PendingIo, Socket, Wait};
+
+/// Receive buffer size per client.
+const BUF_SIZE: usize = 4096;
+
+/// What a client's outstanding operation is: the lecture's per-I/O "operation type".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A `WSARecv`.
+    Recv,
+    /// A `WSASend`.
+    Send,
+}
+
+/// What the accept thread shares with the I/O thread.
+struct Shared {
+    new_clients: Mutex<Vec<Socket>>,
+    /// Index 0 of the I/O thread's event array.
+    wake: Event,
+    stop: AtomicBool,
+}
+
+/// A running echo server.
+pub struct EchoServer {
+    shared: Arc<Shared>,
+    listener: Socket,
+    local_addr: SocketAddr,
+    backend: overlapped::Backend,
+    accept_thread: JoinHandle<()>,
+    io_thread: JoinHandle<()>,
+}
+
+impl EchoServer {
+    /// Binds `addr` and starts the accept thread and the I/O thread.
+    pub fn start(addr: SocketAddr) -> Result<Self, Error> {
+        // Starts the engine that runs event-notified operations, and names its backend.
+        let backend = overlapped::engine_backend()?;
+        let listener = Socket::listen_tcp(addr, 1024)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            new_clients: Mutex::new(Vec::new()),
+            wake: Event::auto(false),
+            stop: AtomicBool::new(false),
+        });
+        let accept_thread = {
+            let (shared, listener) = (shared.clone(), listener.clone());
+            thread::spawn(move || accept_loop(&listener, &shared))
+        };
+        let io_thread = {
+            let shared = shared.clone();
+            thread::spawn(move || IoThread::new(shared).run())
+        };
+        Ok(Self { shared, listener, local_addr, backend, accept_thread, io_thread })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The backend running the server's operations.
+    pub fn backend(&self) -> overlapped::Backend {
+        self.backend
+    }
+
+    /// Stops both threads; the I/O thread closes every client on its way out.
+    pub fn stop(self) -> Result<(), Error> {
+        self.shared.stop.store(true, Ordering::Release);
+        // Wakes the accept thread out of `accept` (Linux fails it once the listener is shut).
+        let _ = self.listener.shutdown(std::net::Shutdown::Read);
+        self.shared.wake.set()?;
+        let _ = self.accept_thread.join();
+        let _ = self.io_thread.join();
+        self.listener.close()
+    }
+
+    /// Runs until the server is stopped from elsewhere.
+    pub fn join(self) {
+        let _ = self.accept_thread.join();
+        let _ = self.io_thread.join();
+    }
+}
+
+/// The accept thread: blocking `accept`, then hand the client over and wake the I/O thread.
+fn accept_loop(listener: &Socket, shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        match listener.sock_ref().accept() {
+            Ok((client, _)) => {
+                let client = Socket::from(TcpStream::from(client));
+                let _ = client.set_nodelay(true);
+                shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+                let _ = shared.wake.set();
+            }
+            // A signal, or a client that left before it was accepted: keep accepting.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// One client: its socket and the operation it has outstanding.
+struct Client {
+    socket: Socket,
+    io: PendingIo<Op>,
+}
+
+/// The I/O thread's state: `events[0]` wakes it, `events[i]` belongs to `clients[i - 1]`.
+struct IoThread {
+    shared: Arc<Shared>,
+    events: Vec<Event>,
+    clients: Vec<Client>,
+}
+
+impl IoThread {
+    fn new(shared: Arc<Shared>) -> Self {
+        let events = vec![shared.wake.clone()];
+        Self { shared, events, clients: Vec::new() }
+    }
+
+    fn run(mut self) {
+        loop {
+            match overlapped::wait_for_events(&self.events, false, None, false) {
+                Ok(Wait::Signaled(0)) => {
+                    if self.shared.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    self.add_new_clients();
+                }
+                Ok(Wait::Signaled(i)) => {
+                    if !self.step(i - 1) {
+                        self.remove(i - 1);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Starts a receive on every client the accept thread handed over.
+    fn add_new_clients(&mut self) {
+        let new = std::mem::take(&mut *self.shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()));
+        for socket in new {
+            let event = Event::new(); // WSACreateEvent
+            let ov = Overlapped::with_buffers(Op::Recv, BufList::with_capacity(BUF_SIZE)).with_event(event.clone());
+            if let Some(io) = issue(&socket, ov) {
+                self.events.push(event);
+                self.clients.push(Client { socket, io });
+            }
+        }
+    }
+
+    /// Handles the completed operation of client `c` and issues its next one. False if the
+    /// client is done.
+    fn step(&mut self, c: usize) -> bool {
+        let client = &mut self.clients[c];
+        let mut ov = match client.io.overlapped_result(false) {
+            Ok(ov) => ov,
+            Err(e) => return e.kind() == ErrorKind::IoIncomplete,
+        };
+        match (*ov.context(), ov.result()) {
+            (Op::Recv, Ok(n)) if n > 0 => {
+                // The buffer holds exactly the bytes received: send them back as they are.
+                *ov.context_mut() = Op::Send;
+            }
+            (Op::Send, Ok(_)) => {
+                ov.buffers_mut()[0].clear();
+                *ov.context_mut() = Op::Recv;
+            }
+            // 0 bytes: the client closed; an error: it reset.
+            _ => return false,
+        }
+        match issue(&client.socket, ov) {
+            Some(io) => {
+                client.io = io;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops client `c` (closing its socket) and its event.
+    fn remove(&mut self, c: usize) {
+        self.clients.swap_remove(c);
+        self.events.swap_remove(c + 1);
+    }
+}
+
+/// Issues the record's operation on `socket` with its event; `None` if it was refused.
+fn issue(socket: &Socket, ov: Overlapped<Op>) -> Option<PendingIo<Op>> {
+    let issued = match ov.context() {
+        Op::Recv => socket.recv(ov, MsgFlags::NONE),
+        Op::Send => socket.send(ov, MsgFlags::NONE),
+    };
+    match issued {
+        Ok(Issued::Event(io)) => Some(io),
+        _ => None,
+    }
+}
+
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into()).parse()?;
+    let server = EchoServer::start(addr)?;
+    println!("event-object echo server on {} ({} backend)", server.local_addr(), server.backend());
+    server.join();
+    Ok(())
+}

@@ -67,10 +67,24 @@ pub fn wait_for_events<E: Borrow<Event>>(
     if events.is_empty() {
         return Err(Error::new(ErrorKind::InvalidArgument));
     }
-    let objects: Vec<&EventObject> = events.iter().map(|e| e.borrow().object()).collect();
+    let objects = Objects(events);
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let waiter = Waiter { deadline, alertable, polling: timeout.is_some_and(|t| t.is_zero()) };
     crate::port::worker::blocking(|| if wait_all { waiter.wait_all(&objects) } else { waiter.wait_any(&objects) })
+}
+
+/// The events of one wait, read in place (a wait allocates nothing for them).
+struct Objects<'a, E>(&'a [E]);
+
+impl<'a, E: Borrow<Event>> Objects<'a, E> {
+    fn get(&self, i: usize) -> &'a EventObject {
+        self.0[i].borrow().object()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a EventObject> + use<'a, E> {
+        let events = self.0;
+        events.iter().map(|e| e.borrow().object())
+    }
 }
 
 /// One call's wait parameters.
@@ -81,7 +95,7 @@ struct Waiter {
 }
 
 impl Waiter {
-    fn wait_any(&self, objects: &[&EventObject]) -> Result<Wait, Error> {
+    fn wait_any<E: Borrow<Event>>(&self, objects: &Objects<'_, E>) -> Result<Wait, Error> {
         let block = block::current();
         loop {
             if let Some(found) = take_first_signaled(objects)? {
@@ -103,7 +117,7 @@ impl Waiter {
         }
     }
 
-    fn wait_all(&self, objects: &[&EventObject]) -> Result<Wait, Error> {
+    fn wait_all<E: Borrow<Event>>(&self, objects: &Objects<'_, E>) -> Result<Wait, Error> {
         let order = address_order(objects)?;
         let block = block::current();
         loop {
@@ -148,8 +162,8 @@ impl Waiter {
 
 /// Locks every event (in address order), and if all are signalled consumes them together.
 /// Otherwise registers `block` with each, if given. Closed events fail the wait.
-fn take_all_signaled(objects: &[&EventObject], order: &[usize], block: Option<&Arc<WaitBlock>>) -> Result<bool, Error> {
-    let mut locked: Vec<Locked<'_>> = order.iter().map(|&i| objects[i].lock()).collect();
+fn take_all_signaled<E: Borrow<Event>>(objects: &Objects<'_, E>, order: &[usize], block: Option<&Arc<WaitBlock>>) -> Result<bool, Error> {
+    let mut locked: Vec<Locked<'_>> = order.iter().map(|&i| objects.get(i).lock()).collect();
     for l in &locked {
         l.check_open()?;
     }
@@ -164,7 +178,7 @@ fn take_all_signaled(objects: &[&EventObject], order: &[usize], block: Option<&A
 }
 
 /// Scans for the lowest-index signalled event and consumes it. Closed events fail the wait.
-fn take_first_signaled(objects: &[&EventObject]) -> Result<Option<usize>, Error> {
+fn take_first_signaled<E: Borrow<Event>>(objects: &Objects<'_, E>) -> Result<Option<usize>, Error> {
     for (i, obj) in objects.iter().enumerate() {
         if obj.looks_ready() {
             let mut l = obj.lock();
@@ -180,7 +194,7 @@ fn take_first_signaled(objects: &[&EventObject]) -> Result<Option<usize>, Error>
 
 /// Registers `block` with every event, unless one turns out signalled (consumed and returned)
 /// or closed.
-fn register_any(objects: &[&EventObject], block: &Arc<WaitBlock>) -> Result<Option<usize>, Error> {
+fn register_any<E: Borrow<Event>>(objects: &Objects<'_, E>, block: &Arc<WaitBlock>) -> Result<Option<usize>, Error> {
     for (i, obj) in objects.iter().enumerate() {
         let mut l = obj.lock();
         l.check_open()?;
@@ -193,22 +207,22 @@ fn register_any(objects: &[&EventObject], block: &Arc<WaitBlock>) -> Result<Opti
     Ok(None)
 }
 
-fn unregister(objects: &[&EventObject], block: &Arc<WaitBlock>) {
-    for obj in objects {
+fn unregister<E: Borrow<Event>>(objects: &Objects<'_, E>, block: &Arc<WaitBlock>) {
+    for obj in objects.iter() {
         obj.lock().unregister(block);
     }
 }
 
 /// Indices of `objects` sorted by address (the lock order for waiting for all); the same event
 /// twice is invalid (WE-2).
-fn address_order(objects: &[&EventObject]) -> Result<Vec<usize>, Error> {
-    let mut order: Vec<usize> = (0..objects.len()).collect();
-    order.sort_by_key(|&i| std::ptr::from_ref(objects[i]) as usize);
-    let dup = order.windows(2).any(|w| std::ptr::eq(objects[w[0]], objects[w[1]]));
+fn address_order<E: Borrow<Event>>(objects: &Objects<'_, E>) -> Result<Vec<usize>, Error> {
+    let mut order: Vec<usize> = (0..objects.0.len()).collect();
+    order.sort_by_key(|&i| std::ptr::from_ref(objects.get(i)) as usize);
+    let dup = order.windows(2).any(|w| std::ptr::eq(objects.get(w[0]), objects.get(w[1])));
     if dup {
         return Err(Error::new(ErrorKind::InvalidArgument));
     }
-    if objects.iter().any(|o| o.is_closed()) {
+    if objects.iter().any(EventObject::is_closed) {
         return Err(Error::new(ErrorKind::InvalidHandle));
     }
     Ok(order)

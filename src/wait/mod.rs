@@ -3,9 +3,9 @@
 //!
 //! # Cost
 //! There is no limit of 64 events (`WSA_MAXIMUM_WAIT_EVENTS`); any number works. A wait first
-//! scans the events without locking, in index order, and stops at the first signalled one: with
-//! `n` events and the lowest signalled at index `i`, that costs `i` atomic loads (10,000 events
-//! take a few microseconds). Only when none is signalled does it register with every event
+//! checks that no event is closed and scans for the lowest signalled one, without locking: `n`
+//! atomic loads at most, about 2 ns each (10,000 events take a few microseconds), then one lock
+//! to consume the event it found. Only when none is signalled does it register with every event
 //! (one uncontended lock per event), sleep, and unregister when woken: a blocking wait on `n`
 //! events costs about `2n` lock operations plus one wake-up, independent of which event fires.
 //! Waiting for all events locks each one, in address order, for every check.
@@ -96,6 +96,10 @@ struct Waiter {
 
 impl Waiter {
     fn wait_any<E: Borrow<Event>>(&self, objects: &Objects<'_, E>) -> Result<Wait, Error> {
+        // WE-2: every handle is checked before any signal is looked at.
+        if objects.iter().any(EventObject::is_closed) {
+            return Err(Error::new(ErrorKind::InvalidHandle));
+        }
         let block = block::current();
         loop {
             if let Some(found) = take_first_signaled(objects)? {
@@ -162,7 +166,11 @@ impl Waiter {
 
 /// Locks every event (in address order), and if all are signalled consumes them together.
 /// Otherwise registers `block` with each, if given. Closed events fail the wait.
-fn take_all_signaled<E: Borrow<Event>>(objects: &Objects<'_, E>, order: &[usize], block: Option<&Arc<WaitBlock>>) -> Result<bool, Error> {
+fn take_all_signaled<E: Borrow<Event>>(
+    objects: &Objects<'_, E>,
+    order: &[usize],
+    block: Option<&Arc<WaitBlock>>,
+) -> Result<bool, Error> {
     let mut locked: Vec<Locked<'_>> = order.iter().map(|&i| objects.get(i).lock()).collect();
     for l in &locked {
         l.check_open()?;

@@ -4,20 +4,61 @@
 //!
 //! Linux has no APCs: the queue is a library object, and "alertable" means one of this
 //! library's waits called with `alertable = true` (spec §8.4.4): [`sleep_ex`],
-//! [`wait_for_events`](crate::wait_for_events), [`Event::wait`](crate::Event::wait). A thread
+//! [`wait_for_events`](crate::wait_for_events), [`Event::wait`](crate::Event::wait),
+//! [`CompletionPort::get_many_alertable`](crate::CompletionPort::get_many_alertable). A thread
 //! blocked anywhere else runs nothing. When a thread exits, its queue is discarded: APCs still
 //! queued are dropped without running, and queuing to it fails (AP-6).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
+use crate::op::RawOp;
+use crate::port::core::PortCore;
 use crate::wait::Wait;
 use crate::wait::block::{self, WaitBlock};
 
-type Apc = Box<dyn FnOnce() + Send>;
+/// One queued APC.
+enum Apc {
+    /// `QueueUserAPC`.
+    User(Box<dyn FnOnce() + Send>),
+    /// An operation's completion routine: `run` calls it with the record.
+    Routine(fn(RawOp), RawOp),
+}
+
+impl Apc {
+    fn run(self) {
+        match self {
+            Self::User(f) => f(),
+            Self::Routine(run, op) => run(op),
+        }
+    }
+}
+
+/// How to wake a thread that waits alertably.
+pub(crate) enum Waker {
+    /// It parks on its wait block.
+    Block(Arc<WaitBlock>),
+    /// It waits on a completion port: it may be blocked in the port's backend.
+    Port(Thread, Weak<PortCore>),
+}
+
+impl Waker {
+    fn wake(&self) {
+        match self {
+            Self::Block(b) => b.notify(),
+            Self::Port(thread, port) => {
+                thread.unpark();
+                if let Some(p) = port.upgrade() {
+                    p.wake_driver();
+                }
+            }
+        }
+    }
+}
 
 /// One thread's APC queue.
 pub(crate) struct ApcQueue {
@@ -26,8 +67,8 @@ pub(crate) struct ApcQueue {
 
 struct QueueState {
     apcs: VecDeque<Apc>,
-    /// The thread's wait block while it is in an alertable wait: a new APC wakes it.
-    alertable: Option<Arc<WaitBlock>>,
+    /// How to wake the thread while it is in an alertable wait: a new APC wakes it.
+    alertable: Option<Waker>,
     /// False once the thread has exited.
     alive: bool,
 }
@@ -38,16 +79,24 @@ impl ApcQueue {
     }
 
     /// Queues an APC; hands it back if the thread has exited.
-    pub(crate) fn push(&self, apc: Apc) -> Result<(), Apc> {
+    fn push(&self, apc: Apc) -> Result<(), Apc> {
         let mut st = self.lock();
         if !st.alive {
             return Err(apc);
         }
         st.apcs.push_back(apc);
-        if let Some(b) = &st.alertable {
-            b.notify();
+        if let Some(w) = &st.alertable {
+            w.wake();
         }
         Ok(())
+    }
+
+    /// Queues an operation's completion routine (AP-4). If the thread has exited, the record
+    /// is dropped here, outside the lock: no routine runs on a dead thread (AP-6, TE-1).
+    pub(crate) fn push_routine(&self, run: fn(RawOp), op: RawOp) {
+        if let Err(apc) = self.push(Apc::Routine(run, op)) {
+            drop(apc);
+        }
     }
 
     fn pop(&self) -> Option<Apc> {
@@ -88,7 +137,7 @@ pub(crate) fn run_queued() -> bool {
     let Some(queue) = current_queue() else { return false };
     let mut ran = false;
     while let Some(apc) = queue.pop() {
-        apc();
+        apc.run();
         ran = true;
     }
     ran
@@ -101,10 +150,20 @@ pub(crate) struct Alertable {
 }
 
 impl Alertable {
+    /// Enters an alertable wait that parks on `block`.
     pub(crate) fn enter(block: &Arc<WaitBlock>) -> Self {
+        Self::enter_with(Waker::Block(Arc::clone(block)))
+    }
+
+    /// Enters an alertable wait on a completion port.
+    pub(crate) fn enter_port(port: &Arc<PortCore>) -> Self {
+        Self::enter_with(Waker::Port(std::thread::current(), Arc::downgrade(port)))
+    }
+
+    fn enter_with(waker: Waker) -> Self {
         let queue = current_queue();
         if let Some(q) = &queue {
-            q.lock().alertable = Some(Arc::clone(block));
+            q.lock().alertable = Some(waker);
         }
         Self { queue }
     }
@@ -146,7 +205,7 @@ impl ThreadHandle {
     /// alertable wait, on that thread (AP-1). Fails with [`ErrorKind::ThreadExited`]
     /// (`ERROR_GEN_FAILURE`) if the thread has exited (AP-6); `apc` is then dropped unrun.
     pub fn queue_user_apc(&self, apc: impl FnOnce() + Send + 'static) -> Result<(), Error> {
-        self.queue.push(Box::new(apc)).map_err(|_| Error::new(ErrorKind::ThreadExited))
+        self.queue.push(Apc::User(Box::new(apc))).map_err(|_| Error::new(ErrorKind::ThreadExited))
     }
 
     /// Whether the thread is still alive (its queue accepts APCs).

@@ -49,7 +49,7 @@ fn start() -> Result<Arc<PortCore>, Error> {
 /// here; one that were would be handed on the same way.
 fn reap(core: &Arc<PortCore>) {
     loop {
-        match core.get(None) {
+        match core.get(None, false) {
             Ok(packet) => drop(packet),
             Err(e) if e.kind() == ErrorKind::PortClosed => return,
             Err(_) => {}

@@ -92,6 +92,9 @@ pub enum ErrorKind {
     NotFound,
     /// The operation is still pending (`WSA_IO_INCOMPLETE` / `ERROR_IO_INCOMPLETE` 996, GR-1).
     IoIncomplete,
+    /// An alertable wait ended because completion routines or APCs ran (`WAIT_IO_COMPLETION`
+    /// 0xC0; GX-4 for [`CompletionPort::get_many_alertable`](crate::CompletionPort::get_many_alertable)).
+    IoCompletion,
     /// The target thread has exited, so its APC queue is gone (`QueueUserAPC` fails with
     /// `ERROR_GEN_FAILURE` 31, AP-6).
     ThreadExited,
@@ -146,6 +149,7 @@ impl ErrorKind {
             Self::AlreadyAssociated => plain(ERROR_INVALID_PARAMETER, WSAEINVAL),
             Self::NotFound => plain(ERROR_NOT_FOUND, ERROR_NOT_FOUND),
             Self::IoIncomplete => plain(WSA_IO_INCOMPLETE, WSA_IO_INCOMPLETE),
+            Self::IoCompletion => plain(WAIT_IO_COMPLETION, WAIT_IO_COMPLETION),
             Self::ThreadExited => plain(ERROR_GEN_FAILURE, ERROR_GEN_FAILURE),
             Self::Other => plain(ERROR_GEN_FAILURE, WSAEINVAL),
         }

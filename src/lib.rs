@@ -46,6 +46,7 @@ mod op;
 mod overlapped;
 mod pending;
 mod port;
+mod routine;
 mod socket;
 mod sys;
 mod wait;
@@ -59,6 +60,7 @@ pub use event::Event;
 pub use overlapped::{Overlapped, OverlappedId};
 pub use pending::PendingIo;
 pub use port::{Completion, CompletionPort, PortBuilder, PostError};
+pub use routine::CompletionRoutine;
 pub use socket::{Accepted, Domain, Issued, MsgFlags, Protocol, Rejected, Shutdown, Socket, Type};
 pub use wait::{MAXIMUM_WAIT_EVENTS, Wait, wait_for_events};
 

@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::buf::BufList;
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
 use crate::op::{RawOp, Record, Status};
+use crate::routine::CompletionRoutine;
 use crate::socket::{Accepted, MsgFlags};
 
 /// One overlapped operation's record: the `OVERLAPPED` structure, its `WSABUF` list, and the
@@ -51,6 +53,10 @@ impl<C: Send + 'static> Overlapped<C> {
         }
     }
 
+    pub(crate) fn from_record(rec: Box<Record<C>>) -> Self {
+        Self { rec }
+    }
+
     pub(crate) fn into_record(self) -> Box<Record<C>> {
         self.rec
     }
@@ -82,6 +88,29 @@ impl<C: Send + 'static> Overlapped<C> {
     /// The record's event, if it has one.
     pub fn event(&self) -> Option<&Event> {
         self.rec.state().event.as_ref()
+    }
+
+    /// `lpCompletionRoutine`: the routine the record's operations queue to the issuing thread
+    /// on completion, instead of signalling the event or returning a [`PendingIo`](crate::PendingIo)
+    /// (AP-8). It stays attached across re-issues; `None` detaches it. Operations with a routine
+    /// are refused on a socket associated with a port ([`ErrorKind::InvalidArgument`], 1.7).
+    pub fn set_completion_routine(&mut self, routine: Option<CompletionRoutine<C>>) {
+        self.rec.routine = routine;
+    }
+
+    /// This record with `routine` as its completion routine (see
+    /// [`Overlapped::set_completion_routine`]).
+    pub fn with_completion_routine(
+        mut self,
+        routine: impl Fn(Option<Error>, usize, Overlapped<C>, MsgFlags) + Send + Sync + 'static,
+    ) -> Self {
+        self.rec.routine = Some(Arc::new(routine));
+        self
+    }
+
+    /// The record's completion routine, if it has one.
+    pub fn completion_routine(&self) -> Option<&CompletionRoutine<C>> {
+        self.rec.routine.as_ref()
     }
 
     pub(crate) fn is_event_only(&self) -> bool {

@@ -42,13 +42,18 @@ impl ResultSlot {
     }
 }
 
-/// Hands a completed operation to its notification: the caller's handle and event. Returns the
-/// record if it goes to a port instead.
+/// Hands a completed operation to its notification: the caller's handle and event, or its
+/// completion routine, queued to the issuing thread (dropped, record and all, if that thread
+/// has exited: AP-6). Returns the record if it goes to a port instead.
 pub(crate) fn complete(mut op: RawOp) -> Option<RawOp> {
     match std::mem::take(&mut op.state_mut().notify) {
         Notify::Port => Some(op),
         Notify::Slot(slot) => {
             slot.complete(op);
+            None
+        }
+        Notify::Routine { queue, run } => {
+            queue.push_routine(run, op);
             None
         }
     }

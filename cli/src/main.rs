@@ -1,6 +1,6 @@
 //! The `overlapped` command-line tool: runs the lecture's echo servers.
 //!
-//! `overlapped serve --model port|event --addr 127.0.0.1:9000 [--threads N]` runs the lecture's
+//! `overlapped serve --model port|event|routine --addr 127.0.0.1:9000 [--threads N]` runs the lecture's
 //! echo server for that model until SIGINT or SIGTERM, then shuts it down (the port model's
 //! workers through posted packets, `PostQueuedCompletionStatus`) and exits 0.
 
@@ -42,6 +42,9 @@ enum Model {
     /// Overlapped I/O with event objects (lecture section 1): one I/O thread waits on every
     /// client's event; `--threads` does not apply.
     Event,
+    /// Overlapped I/O with completion routines (lecture section 2): one I/O thread in an
+    /// alertable wait runs every client's routines; `--threads` does not apply.
+    Routine,
 }
 
 fn main() -> ExitCode {

@@ -18,6 +18,10 @@ mod iocp_echo_server;
 #[allow(dead_code)]
 mod event_echo_server;
 
+#[path = "../../examples/routine_echo_server.rs"]
+#[allow(dead_code)]
+mod routine_echo_server;
+
 pub(crate) fn run(model: Model, addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
     // Install the handlers before the server starts, so a signal can never kill it half-way.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -31,6 +35,12 @@ pub(crate) fn run(model: Model, addr: SocketAddr, threads: usize) -> Result<(), 
         Model::Event => {
             let server = event_echo_server::EchoServer::start(addr)?;
             announce("event", server.local_addr(), &server.backend().to_string())?;
+            let _ = signals.forever().next();
+            server.stop()?;
+        }
+        Model::Routine => {
+            let server = routine_echo_server::EchoServer::start(addr)?;
+            announce("routine", server.local_addr(), &server.backend().to_string())?;
             let _ = signals.forever().next();
             server.stop()?;
         }

@@ -155,6 +155,16 @@ fn event_model_echoes_every_byte_for_200_concurrent_clients() {
 }
 
 #[test]
+fn routine_model_echoes_every_byte_for_200_concurrent_clients() {
+    echo_end_to_end("routine");
+}
+
+#[test]
+fn routine_model_stops_on_sigterm_with_clients_connected() {
+    stops_on_sigterm_with_clients_connected("routine");
+}
+
+#[test]
 fn port_model_stops_on_sigterm_with_clients_connected() {
     stops_on_sigterm_with_clients_connected("port");
 }

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use crate::apc::ApcQueue;
 use crate::buf::BufList;
 use crate::error::Error;
 use crate::event::Event;
@@ -107,6 +108,9 @@ pub(crate) enum Notify {
     /// The record goes to the caller's [`crate::PendingIo`] handle and the record's event (if
     /// any) is signalled: sockets not associated with a port, or `hEvent` with its low bit set.
     Slot(Arc<ResultSlot>),
+    /// The record's completion routine is queued as an APC to the issuing thread (`run` calls
+    /// it with the record): sockets not associated with a port, when the record has a routine.
+    Routine { queue: Arc<ApcQueue>, run: fn(RawOp) },
 }
 
 impl Notify {

@@ -16,13 +16,16 @@ use std::ptr::NonNull;
 
 use super::OpState;
 use crate::buf::BufList;
+use crate::routine::CompletionRoutine;
 
 /// A boxed operation record with the caller's per-operation context.
 #[repr(C)]
-pub(crate) struct Record<C> {
+pub(crate) struct Record<C: Send + 'static> {
     /// Must stay the first field: a `RawOp` points at it.
     head: Head,
     pub(crate) ctx: C,
+    /// The completion routine the record's operations queue (`lpCompletionRoutine`).
+    pub(crate) routine: Option<CompletionRoutine<C>>,
 }
 
 #[repr(C)]
@@ -48,7 +51,7 @@ impl<C: Send + 'static> HasVTable for C {
 /// # Safety
 /// `head` must come from `Box::<Record<C>>::into_raw` for this very `C`, and must not be used
 /// afterwards.
-unsafe fn drop_record<C>(head: NonNull<Head>) {
+unsafe fn drop_record<C: Send + 'static>(head: NonNull<Head>) {
     // SAFETY: per the contract, `head` is the first field (offset 0, `repr(C)`) of a leaked
     // `Box<Record<C>>`, so casting back yields that box, freed exactly once here.
     drop(unsafe { Box::from_raw(head.as_ptr().cast::<Record<C>>()) });
@@ -56,11 +59,15 @@ unsafe fn drop_record<C>(head: NonNull<Head>) {
 
 impl<C: Send + 'static> Record<C> {
     pub(crate) fn new(ctx: C, bufs: BufList) -> Box<Self> {
-        Box::new(Self { head: Head { vtable: &<C as HasVTable>::VTABLE, state: OpState::new(bufs) }, ctx })
+        Box::new(Self {
+            head: Head { vtable: &<C as HasVTable>::VTABLE, state: OpState::new(bufs) },
+            ctx,
+            routine: None,
+        })
     }
 }
 
-impl<C> Record<C> {
+impl<C: Send + 'static> Record<C> {
     pub(crate) fn state(&self) -> &OpState {
         &self.head.state
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::state::QueueState;
 use super::worker;
+use crate::apc;
 use crate::driver::{Backend, Driver};
 use crate::error::{Error, ErrorKind};
 use crate::op::RawOp;
@@ -172,14 +173,24 @@ impl PortCore {
 
     /// `GetQueuedCompletionStatus`: waits until a packet may be taken, the deadline passes
     /// (`Timeout`) or the port closes (`PortClosed`).
-    pub(crate) fn get(self: &Arc<Self>, deadline: Option<Instant>) -> Result<Packet, Error> {
+    pub(crate) fn get(self: &Arc<Self>, deadline: Option<Instant>, alertable: bool) -> Result<Packet, Error> {
         self.reap_ready();
         let previous = worker::take_running();
         let same = previous.as_ref().is_some_and(|p| std::ptr::eq(p.as_ptr(), Arc::as_ptr(self)));
         if let Some(other) = previous.as_ref().filter(|_| !same).and_then(Weak::upgrade) {
             other.leave_active();
         }
-        let result = self.wait_for_packet(deadline, same);
+        let alert = alertable.then(|| apc::Alertable::enter_port(self));
+        let result = self.wait_for_packet(deadline, same, alert.as_ref());
+        drop(alert);
+        let result = match result {
+            // GX-4: no packet, APCs queued: they run now, outside every lock.
+            Err(e) if e.kind() == ErrorKind::IoCompletion => {
+                apc::run_queued();
+                Err(e)
+            }
+            other => other,
+        };
         match result {
             Ok(_) => worker::set_running(match previous {
                 Some(p) if same => p,
@@ -191,7 +202,12 @@ impl PortCore {
         result
     }
 
-    fn wait_for_packet(&self, deadline: Option<Instant>, was_running: bool) -> Result<Packet, Error> {
+    fn wait_for_packet(
+        &self,
+        deadline: Option<Instant>,
+        was_running: bool,
+        alert: Option<&apc::Alertable>,
+    ) -> Result<Packet, Error> {
         let me = worker::id();
         let mut st = self.lock();
         if was_running {
@@ -214,6 +230,12 @@ impl PortCore {
                 st.remove_waiter(me);
                 st.ensure_poller();
                 return Ok(p);
+            }
+            // GX-4: packets win; with none, queued APCs end an alertable wait.
+            if alert.is_some_and(apc::Alertable::has_queued) {
+                st.remove_waiter(me);
+                st.ensure_poller();
+                return Err(Error::new(ErrorKind::IoCompletion));
             }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let expired = remaining.is_some_and(|r| r.is_zero());
@@ -251,6 +273,11 @@ impl PortCore {
                 st = self.lock();
             }
         }
+    }
+
+    /// Makes a thread blocked in the backend return (an APC arrived for an alertable waiter).
+    pub(crate) fn wake_driver(&self) {
+        self.driver.wake();
     }
 
     /// Turns one result from the driver into progress: the next step, or a packet to queue.

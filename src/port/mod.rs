@@ -184,7 +184,7 @@ impl<C: Send + 'static> CompletionPort<C> {
     /// (`ERROR_ABANDONED_WAIT_0`) if the port is closed before or during the wait (GQ-4). The
     /// wait is not alertable (GQ-6).
     pub fn get(&self, timeout: Option<Duration>) -> Result<Completion<C>, Error> {
-        let packet = self.core().get(deadline(timeout))?;
+        let packet = self.core().get(deadline(timeout), false)?;
         Ok(self.completion(packet))
     }
 
@@ -197,10 +197,34 @@ impl<C: Send + 'static> CompletionPort<C> {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, Error> {
+        self.get_many_ex(out, max, timeout, false)
+    }
+
+    /// `GetQueuedCompletionStatusEx` with `fAlertable = TRUE`: like
+    /// [`CompletionPort::get_many`], but while no packet is there, completion routines and APCs
+    /// queued to this thread run, and the call then fails with [`ErrorKind::IoCompletion`]
+    /// (`WAIT_IO_COMPLETION`). Packets win: when one can be taken it is returned and the APCs
+    /// stay queued (GX-4).
+    pub fn get_many_alertable(
+        &self,
+        out: &mut Vec<Completion<C>>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, Error> {
+        self.get_many_ex(out, max, timeout, true)
+    }
+
+    fn get_many_ex(
+        &self,
+        out: &mut Vec<Completion<C>>,
+        max: usize,
+        timeout: Option<Duration>,
+        alertable: bool,
+    ) -> Result<usize, Error> {
         if max == 0 {
             return Err(Error::new(ErrorKind::InvalidArgument));
         }
-        let first = self.core().get(deadline(timeout))?;
+        let first = self.core().get(deadline(timeout), alertable)?;
         out.push(self.completion(first));
         let mut n = 1;
         self.core().take_extra(max - 1, |p| {

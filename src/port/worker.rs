@@ -6,11 +6,14 @@
 //! port's `active` count includes it.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Weak;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{self, Thread};
 
 use super::core::{Packet, PortCore};
+use crate::op::CancelReason;
+use crate::socket::inner::SocketInner;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -26,10 +29,41 @@ struct Worker {
     reaping: Cell<*const PortCore>,
     /// Packets reaped but not yet queued; kept here so its capacity is reused.
     batch: RefCell<Vec<Packet>>,
+    /// Sockets this thread issued event- or routine-notified operations on, by address: their
+    /// operations still pending when the thread exits are cancelled (TE-1).
+    issued_without_port: RefCell<IssuedSockets>,
+}
+
+/// A set of sockets held weakly, pruned of dead ones as it grows.
+#[derive(Default)]
+struct IssuedSockets {
+    sockets: HashMap<usize, Weak<SocketInner>>,
+    prune_at: usize,
+}
+
+impl IssuedSockets {
+    fn note(&mut self, socket: &Arc<SocketInner>) {
+        let key = Arc::as_ptr(socket) as usize;
+        match self.sockets.get(&key) {
+            Some(w) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(socket)) && w.strong_count() > 0 => return,
+            _ => {}
+        }
+        self.sockets.insert(key, Arc::downgrade(socket));
+        if self.sockets.len() >= self.prune_at {
+            self.sockets.retain(|_, w| w.strong_count() > 0);
+            self.prune_at = (2 * self.sockets.len()).max(64);
+        }
+    }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        // TE-1: operations this thread issued without a port are cancelled; their events are
+        // still signalled, their routines dropped with the thread's APC queue (AP-6).
+        let id = self.id;
+        for socket in self.issued_without_port.get_mut().sockets.values().filter_map(Weak::upgrade) {
+            socket.cancel(|_, issuer, on_port| issuer == id && !on_port, CancelReason::Cancel);
+        }
         // A thread that exits while running stops counting toward its port's concurrency.
         if let Some(port) = self.running_on.get_mut().take().and_then(|w| w.upgrade()) {
             port.leave_active();
@@ -45,6 +79,7 @@ thread_local! {
         blocked: Cell::new(0),
         reaping: Cell::new(std::ptr::null()),
         batch: RefCell::new(Vec::new()),
+        issued_without_port: RefCell::new(IssuedSockets::default()),
     };
 }
 
@@ -107,6 +142,11 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         p.reenter_active();
     }
     result
+}
+
+/// Records that this thread issued an operation without a port on `socket` (for TE-1).
+pub(crate) fn note_issued_without_port(socket: &Arc<SocketInner>) {
+    let _ = WORKER.try_with(|w| w.issued_without_port.borrow_mut().note(socket));
 }
 
 /// This thread's (empty) batch vector, to collect reaped packets in.

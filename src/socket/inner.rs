@@ -369,7 +369,7 @@ impl SocketInner {
     /// Cancels operations matching `pick` (by id and issuing thread). Returns how many were
     /// found; waiting ones complete at once (delivered here), in-flight ones when the kernel
     /// answers the cancellation.
-    pub(crate) fn cancel(self: &Arc<Self>, pick: impl Fn(usize, u64) -> bool, reason: CancelReason) -> usize {
+    pub(crate) fn cancel(self: &Arc<Self>, pick: impl Fn(usize, u64, bool) -> bool, reason: CancelReason) -> usize {
         let mut unstarted = Vec::new();
         let mut found = 0;
         {
@@ -378,13 +378,17 @@ impl SocketInner {
             for lane in [&mut *read, &mut *write] {
                 let mut kept = VecDeque::new();
                 for op in lane.waiting.drain(..) {
-                    if pick(op.id(), op.state().issuer) { unstarted.push(op) } else { kept.push_back(op) }
+                    if pick(op.id(), op.state().issuer, op.state().notify.is_port()) {
+                        unstarted.push(op)
+                    } else {
+                        kept.push_back(op)
+                    }
                 }
                 lane.waiting = kept;
             }
             let actives = [read.active.as_mut(), write.active.as_mut()];
             for f in actives.into_iter().flatten().chain(free.iter_mut()) {
-                if pick(f.id, f.issuer) {
+                if pick(f.id, f.issuer, f.on_port) {
                     f.cancel = Some(reason);
                     if let Some(core) = self.core_for(f.on_port) {
                         core.cancel(f.id);
@@ -410,7 +414,7 @@ impl SocketInner {
             }
             self.closed.store(true, Ordering::Release);
         }
-        self.cancel(|_, _| true, CancelReason::Close);
+        self.cancel(|_, _, _| true, CancelReason::Close);
         // No request can be issued any more (closed); requests issued on the slot keep the
         // file until they complete.
         if let (Some(assoc), Some(&slot)) = (self.assoc.get(), self.fixed.get()) {

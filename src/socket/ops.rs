@@ -17,19 +17,22 @@ use std::sync::Arc;
 
 use super::inner::Started;
 use super::{MsgFlags, Socket};
+use crate::apc;
 use crate::engine;
 use crate::error::{Error, ErrorKind};
 use crate::op::{CancelReason, Notify, OpKind, RawOp};
 use crate::overlapped::{Overlapped, OverlappedId};
 use crate::pending::{self, PendingIo, ResultSlot};
 use crate::port::worker;
+use crate::routine;
 use crate::sys;
 
 /// How an overlapped call returned.
 #[derive(Debug)]
 pub enum Issued<C: Send + 'static> {
     /// `WSA_IO_PENDING` / `ERROR_IO_PENDING`: started; the completion comes as a packet to the
-    /// socket's port.
+    /// socket's port, or, for a record with a completion routine, as that routine's call at an
+    /// alertable wait of this thread (also when it completed at once, AP-5).
     Pending,
     /// Returned 0 on a socket in skip-on-success mode (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`):
     /// completed at once, no packet will follow; the record comes back here with the result.
@@ -154,8 +157,14 @@ impl Socket {
         if inner.is_closed() {
             return reject(ErrorKind::NotSocket, overlapped);
         }
+        let routine = overlapped.completion_routine().is_some();
+        // Spec 1.7: a routine is refused on a port-associated socket.
+        if routine && inner.association().is_some() {
+            return reject(ErrorKind::InvalidArgument, overlapped);
+        }
         // Spec 1.7: a port-associated socket's operations go to its port, unless the record's
-        // event is marked event-only; every other operation completes through its handle.
+        // event is marked event-only; every other operation completes through its routine or
+        // its handle.
         let port = inner.association().filter(|_| !overlapped.is_event_only());
         let core = match port {
             Some(assoc) if assoc.context_type != TypeId::of::<C>() => {
@@ -176,16 +185,36 @@ impl Socket {
         if let OpKind::Connect { to, .. } | OpKind::SendTo { to, .. } = &kind {
             state.args.set_addr(to);
         }
-        // EV-2: starting the operation resets its event.
-        if let Some(e) = &state.event {
-            e.reset_for_issue();
-        }
-        let slot = port.is_none().then(|| Arc::new(ResultSlot::new()));
-        let notify = slot.clone().map_or(Notify::Port, Notify::Slot);
+        let notify = if routine {
+            // AP-4: queued to the issuing thread. The event is left alone (AP-8).
+            match apc::current_queue() {
+                Some(queue) => Notify::Routine { queue, run: routine::run::<C> },
+                None => return reject(ErrorKind::ThreadExited, Overlapped::from_record(rec)),
+            }
+        } else {
+            // EV-2: starting the operation resets its event.
+            if let Some(e) = &state.event {
+                e.reset_for_issue();
+            }
+            if port.is_some() { Notify::Port } else { Notify::Slot(Arc::new(ResultSlot::new())) }
+        };
+        let slot = match &notify {
+            Notify::Slot(slot) => Some(slot.clone()),
+            _ => None,
+        };
+        let on_port = notify.is_port();
         state.reset_for_issue(kind, inner.clone(), worker::id(), notify);
+        if !on_port {
+            worker::note_issued_without_port(inner);
+        }
         let started = inner.start(core, RawOp::new(rec));
         match (started, slot) {
             (Ok(Started::Pending), None) => Ok(Issued::Pending),
+            (Ok(Started::Inline(op)), None) if !on_port => {
+                // AP-5: an immediate success still queues the routine.
+                let _ = pending::complete(op);
+                Ok(Issued::Pending)
+            }
             (Ok(Started::Pending), Some(slot)) => Ok(Issued::Event(PendingIo::new(slot, id))),
             (Ok(Started::Inline(op)), None) => {
                 // NM-2, NM-3: no packet, but an explicit event is still signalled.
@@ -246,23 +275,23 @@ impl Socket {
     /// Each completes once, with [`ErrorKind::OperationAborted`] unless it completed first
     /// (CN-3). [`ErrorKind::NotFound`] (`ERROR_NOT_FOUND`) if none is pending.
     pub fn cancel(&self, id: OverlappedId) -> Result<(), Error> {
-        self.cancel_matching(|op, _| op == id.0)
+        self.cancel_matching(|op, _, _| op == id.0)
     }
 
     /// `CancelIoEx(socket, NULL)`: cancels every pending operation on the socket, from any
     /// thread (CN-2).
     pub fn cancel_all(&self) -> Result<(), Error> {
-        self.cancel_matching(|_, _| true)
+        self.cancel_matching(|_, _, _| true)
     }
 
     /// `CancelIo(socket)`: cancels the pending operations this thread issued on the socket
     /// (CN-1).
     pub fn cancel_io(&self) -> Result<(), Error> {
         let me = worker::id();
-        self.cancel_matching(move |_, issuer| issuer == me)
+        self.cancel_matching(move |_, issuer, _| issuer == me)
     }
 
-    fn cancel_matching(&self, pick: impl Fn(usize, u64) -> bool) -> Result<(), Error> {
+    fn cancel_matching(&self, pick: impl Fn(usize, u64, bool) -> bool) -> Result<(), Error> {
         if self.inner().is_closed() {
             return Err(Error::new(ErrorKind::NotSocket));
         }

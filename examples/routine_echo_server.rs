@@ -1,0 +1,185 @@
+//! The lecture's Overlapped(2) echo server (section 2: overlapped I/O with completion routines).
+//!
+//! 1. An accept thread accepts clients with a plain blocking `accept`, hands each new socket to
+//!    the I/O thread and signals an event.
+//! 2. The I/O thread sits in an alertable wait on that event
+//!    (`WSAWaitForMultipleEvents(.., fAlertable = TRUE)`). When the event is signalled it
+//!    issues the new client's first `WSARecv` with a completion routine; when the wait returns
+//!    `WSA_WAIT_IO_COMPLETION`, completion routines have run, and it simply waits again.
+//! 3. The completion routine runs on the I/O thread, inside its alertable wait: after a receive
+//!    it sends the bytes back, after a send it receives again, each time with itself as the
+//!    routine. A receive of 0 bytes or an error closes the client (`closesocket`).
+//!
+//! Stopping: the I/O thread leaves its loop and exits; as on Windows, the operations it issued
+//! are then cancelled and their routines discarded with its APC queue (TE-1, AP-6), which
+//! closes the clients.
+//!
+//! Run it: `cargo run --example routine_echo_server -- 127.0.0.1:9000`
+//! (the same server runs as `overlapped serve --model routine`).
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use overlapped::{BufList, Error, Event, MsgFlags, Overlapped, Socket, Wait};
+
+/// Receive buffer size per client.
+const BUF_SIZE: usize = 4096;
+
+/// What a client's outstanding operation is: the lecture's per-I/O "operation type".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A `WSARecv`.
+    Recv,
+    /// A `WSASend`.
+    Send,
+}
+
+/// Per-I/O data: the operation and the client it runs on.
+pub struct Io {
+    op: Op,
+    client: Socket,
+}
+
+/// What the accept thread shares with the I/O thread.
+struct Shared {
+    new_clients: Mutex<Vec<Socket>>,
+    /// Signalled when clients are waiting to be started, or to stop.
+    wake: Event,
+    stop: AtomicBool,
+}
+
+/// A running echo server.
+pub struct EchoServer {
+    shared: Arc<Shared>,
+    listener: Socket,
+    local_addr: SocketAddr,
+    backend: overlapped::Backend,
+    accept_thread: JoinHandle<()>,
+    io_thread: JoinHandle<()>,
+}
+
+impl EchoServer {
+    /// Binds `addr` and starts the accept thread and the I/O thread.
+    pub fn start(addr: SocketAddr) -> Result<Self, Error> {
+        let backend = overlapped::engine_backend()?;
+        let listener = Socket::listen_tcp(addr, 1024)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            new_clients: Mutex::new(Vec::new()),
+            wake: Event::auto(false),
+            stop: AtomicBool::new(false),
+        });
+        let accept_thread = {
+            let (shared, listener) = (shared.clone(), listener.clone());
+            thread::spawn(move || accept_loop(&listener, &shared))
+        };
+        let io_thread = {
+            let shared = shared.clone();
+            thread::spawn(move || io_loop(&shared))
+        };
+        Ok(Self { shared, listener, local_addr, backend, accept_thread, io_thread })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The backend running the server's operations.
+    pub fn backend(&self) -> overlapped::Backend {
+        self.backend
+    }
+
+    /// Stops both threads. The I/O thread's exit cancels its operations, closing the clients.
+    pub fn stop(self) -> Result<(), Error> {
+        self.shared.stop.store(true, Ordering::Release);
+        // Wakes the accept thread out of `accept` (Linux fails it once the listener is shut).
+        let _ = self.listener.shutdown(std::net::Shutdown::Read);
+        self.shared.wake.set()?;
+        let _ = self.accept_thread.join();
+        let _ = self.io_thread.join();
+        self.listener.close()
+    }
+
+    /// Runs until the server is stopped from elsewhere.
+    pub fn join(self) {
+        let _ = self.accept_thread.join();
+        let _ = self.io_thread.join();
+    }
+}
+
+/// The accept thread: blocking `accept`, then hand the client over and signal the I/O thread.
+fn accept_loop(listener: &Socket, shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        match listener.sock_ref().accept() {
+            Ok((client, _)) => {
+                let client = Socket::from(TcpStream::from(client));
+                let _ = client.set_nodelay(true);
+                shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+                let _ = shared.wake.set();
+            }
+            // A signal, or a client that left before it was accepted: keep accepting.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The I/O thread: an alertable wait, in which the completion routines run.
+fn io_loop(shared: &Shared) {
+    loop {
+        match shared.wake.wait(None, true) {
+            Ok(Wait::Signaled(_)) => {
+                if shared.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let new = std::mem::take(&mut *shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()));
+                for client in new {
+                    let io = Io { op: Op::Recv, client: client.clone() };
+                    let ov = Overlapped::with_buffers(io, BufList::with_capacity(BUF_SIZE))
+                        .with_completion_routine(completion_routine);
+                    let _ = client.recv(ov, MsgFlags::NONE);
+                }
+            }
+            // WSA_WAIT_IO_COMPLETION: routines ran; wait again.
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The completion routine of every operation: echo what was received, then receive again.
+fn completion_routine(error: Option<Error>, bytes: usize, mut ov: Overlapped<Io>, _flags: overlapped::MsgFlags) {
+    let client = ov.context().client.clone();
+    if error.is_some() || (ov.context().op == Op::Recv && bytes == 0) {
+        // An error, or the client closed: closesocket.
+        let _ = client.close();
+        return;
+    }
+    let issued = match ov.context().op {
+        Op::Recv => {
+            // The buffer holds exactly the bytes received: send them back as they are.
+            ov.context_mut().op = Op::Send;
+            client.send(ov, MsgFlags::NONE)
+        }
+        Op::Send => {
+            ov.buffers_mut()[0].clear();
+            ov.context_mut().op = Op::Recv;
+            client.recv(ov, MsgFlags::NONE)
+        }
+    };
+    if issued.is_err() {
+        let _ = client.close();
+    }
+}
+
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into()).parse()?;
+    let server = EchoServer::start(addr)?;
+    println!("completion-routine echo server on {} ({} backend)", server.local_addr(), server.backend());
+    server.join();
+    Ok(())
+}

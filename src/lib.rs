@@ -1,8 +1,9 @@
 //! # overlapped
 //!
-//! Windows completion-based socket I/O on Linux, at io_uring speed: overlapped operations, and
-//! I/O completion ports with their concurrency and last-in first-out wake-up rules, following
-//! the behaviour of Windows rule by rule (the spec: `iocp-semantics.md`; rule ids such as CP-4
+//! Windows completion-based socket I/O on Linux, at io_uring speed: overlapped operations
+//! notified through event objects, completion routines, or I/O completion ports with their
+//! concurrency and last-in first-out wake-up rules, following the behaviour of Windows rule by
+//! rule (the spec: `iocp-semantics.md`; rule ids such as CP-4
 //! are cited in the docs).
 //!
 //! ## The completion-port model (lecture §3)
@@ -24,6 +25,37 @@
 //!     }
 //! #   break;
 //! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Overlapped I/O with event objects (lecture §1)
+//! ```no_run
+//! use overlapped::{BufList, Event, MsgFlags, Overlapped, Socket, Wait, wait_for_events};
+//!
+//! # fn main() -> Result<(), overlapped::Error> {
+//! # let client: Socket = todo!();
+//! let event = Event::new(); // WSACreateEvent
+//! let ov = Overlapped::with_buffers((), BufList::with_capacity(4096)).with_event(event.clone());
+//! let mut io = client.recv(ov, MsgFlags::NONE)?.into_pending_io().expect("no port"); // WSARecv
+//! if let Wait::Signaled(0) = wait_for_events(&[event], false, None, false)? {
+//!     let ov = io.overlapped_result(false)?; // WSAGetOverlappedResult
+//!     println!("{} bytes", ov.result()?);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Overlapped I/O with completion routines (lecture §2)
+//! ```no_run
+//! use overlapped::{BufList, MsgFlags, Overlapped, Socket, sleep_ex};
+//!
+//! # fn main() -> Result<(), overlapped::Error> {
+//! # let client: Socket = todo!();
+//! let ov = Overlapped::with_buffers((), BufList::with_capacity(4096))
+//!     .with_completion_routine(|error, bytes, _ov, _flags| println!("{bytes} bytes, {error:?}"));
+//! client.recv(ov, MsgFlags::NONE)?; // WSARecv with lpCompletionRoutine
+//! sleep_ex(None, true); // SleepEx(INFINITE, TRUE): the routine runs here, on this thread
 //! # Ok(())
 //! # }
 //! ```

@@ -30,6 +30,14 @@
 //! Adding a server (e.g. the library's epoll backend) is one more entry in [`SERVERS`].
 #![allow(unsafe_code)] // the raw io_uring server and the load generator hand buffers to a ring.
 
+#[path = "../examples/event_echo_server.rs"]
+#[allow(dead_code)]
+mod event_echo_server;
+
+#[path = "../examples/routine_echo_server.rs"]
+#[allow(dead_code)]
+mod routine_echo_server;
+
 #[path = "../examples/iocp_echo_server.rs"]
 #[allow(dead_code)]
 mod iocp_echo_server;
@@ -80,6 +88,8 @@ struct ServerKind {
 /// `ServerKind { name: "port_epoll", role: Role::Subject, start: start_port_epoll }`.
 const SERVERS: &[ServerKind] = &[
     ServerKind { name: "port", role: Role::Subject, start: start_port },
+    ServerKind { name: "event", role: Role::Subject, start: start_event },
+    ServerKind { name: "routine", role: Role::Subject, start: start_routine },
     ServerKind { name: "tokio", role: Role::Baseline, start: start_tokio },
     ServerKind { name: "raw_uring", role: Role::Baseline, start: start_raw_uring },
 ];
@@ -118,6 +128,46 @@ impl EchoImpl for PortServer {
     }
     fn stop(self: Box<Self>) -> Result<(), String> {
         self.0.stop().map_err(|e| format!("port server stop: {e}"))
+    }
+}
+
+// --- the lecture's single-threaded event-object and completion-routine servers ----------------
+
+struct EventServer(event_echo_server::EchoServer);
+
+fn start_event() -> Result<Box<dyn EchoImpl>, String> {
+    let server = event_echo_server::EchoServer::start(loopback()).map_err(|e| format!("event server: {e}"))?;
+    Ok(Box::new(EventServer(server)))
+}
+
+impl EchoImpl for EventServer {
+    fn addr(&self) -> SocketAddr {
+        self.0.local_addr()
+    }
+    fn describe(&self) -> String {
+        format!("backend={} one I/O thread waiting on every client's event", self.0.backend())
+    }
+    fn stop(self: Box<Self>) -> Result<(), String> {
+        self.0.stop().map_err(|e| format!("event server stop: {e}"))
+    }
+}
+
+struct RoutineServer(routine_echo_server::EchoServer);
+
+fn start_routine() -> Result<Box<dyn EchoImpl>, String> {
+    let server = routine_echo_server::EchoServer::start(loopback()).map_err(|e| format!("routine server: {e}"))?;
+    Ok(Box::new(RoutineServer(server)))
+}
+
+impl EchoImpl for RoutineServer {
+    fn addr(&self) -> SocketAddr {
+        self.0.local_addr()
+    }
+    fn describe(&self) -> String {
+        format!("backend={} one I/O thread running completion routines", self.0.backend())
+    }
+    fn stop(self: Box<Self>) -> Result<(), String> {
+        self.0.stop().map_err(|e| format!("routine server stop: {e}"))
     }
 }
 

@@ -1,11 +1,14 @@
 //! Steady-state echo through a completion port allocates nothing on the heap per operation:
 //! the record and its buffers are reused, and the port's queues keep their capacity. Counted
-//! with a global allocator wrapper, after a warm-up.
+//! with a global allocator wrapper, after a warm-up, on the test's own thread, which is the
+//! only thread the port's work runs on here (the test harness's main thread allocates while it
+//! starts tests, and is not counted).
 
 #![allow(unsafe_code)] // a counting global allocator needs `unsafe impl GlobalAlloc`
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,10 +18,21 @@ struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Set on the thread whose allocations are counted.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTED.with(Cell::get) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as ours, forwarded.
         unsafe { System.alloc(layout) }
     }
@@ -27,7 +41,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as ours, forwarded.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -61,6 +75,7 @@ fn round_trip(
 
 #[test]
 fn steady_state_echo_allocates_nothing_per_operation() {
+    COUNTED.with(|c| c.set(true));
     let port = common::port::<u8>(1);
     let (server, mut client) = common::tcp_pair(&port, 1);
     let msg = [7u8; 64];

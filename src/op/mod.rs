@@ -119,6 +119,14 @@ impl Notify {
     }
 }
 
+impl OpState {
+    /// Whether the exit of the issuing thread cancels this operation (TE-1): every operation
+    /// but those that complete to a port without an event.
+    pub(crate) fn cancelled_at_issuer_exit(&self) -> bool {
+        !self.notify.is_port() || self.event.is_some()
+    }
+}
+
 /// The non-generic part of every operation record.
 pub(crate) struct OpState {
     pub(crate) kind: OpKind,
@@ -146,6 +154,9 @@ pub(crate) struct OpState {
     pub(crate) event_only: bool,
     /// Where this flight's completion goes.
     pub(crate) notify: Notify,
+    /// How often the kernel cancelled this flight's request because the thread that submitted
+    /// it exited, and it was submitted again.
+    pub(crate) requeues: u8,
 }
 
 impl OpState {
@@ -165,12 +176,14 @@ impl OpState {
             event: None,
             event_only: false,
             notify: Notify::Port,
+            requeues: 0,
         }
     }
 
     /// Clears the outputs of an earlier flight before the record is issued again.
     pub(crate) fn reset_for_issue(&mut self, kind: OpKind, socket: Arc<SocketInner>, issuer: u64, notify: Notify) {
         self.notify = notify;
+        self.requeues = 0;
         self.kind = kind;
         self.args.clear();
         self.progress = 0;

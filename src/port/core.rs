@@ -282,6 +282,16 @@ impl PortCore {
 
     /// Turns one result from the driver into progress: the next step, or a packet to queue.
     fn on_completion(&self, mut op: RawOp, res: i32) -> Option<Packet> {
+        if res == -libc::ECANCELED {
+            // io_uring cancels the requests a thread submitted when that thread exits, whoever
+            // issued them. Unless the library asked for this cancellation, the operation goes on:
+            // this live thread submits the step again (TE-1: port operations outlive threads).
+            let socket = op.state().socket.clone().expect("issued operation has a socket");
+            match socket.resubmit_unless_cancelled(self, op) {
+                Ok(()) => return None,
+                Err(back) => op = back,
+            }
+        }
         match machine::on_result(op.state_mut(), res) {
             Progress::Again => {
                 let socket = op.state().socket.clone().expect("issued operation has a socket");

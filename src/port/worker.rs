@@ -29,9 +29,8 @@ struct Worker {
     reaping: Cell<*const PortCore>,
     /// Packets reaped but not yet queued; kept here so its capacity is reused.
     batch: RefCell<Vec<Packet>>,
-    /// Sockets this thread issued event- or routine-notified operations on, by address: their
-    /// operations still pending when the thread exits are cancelled (TE-1).
-    issued_without_port: RefCell<IssuedSockets>,
+    /// Sockets this thread issued operations on that its exit cancels (TE-1), by address.
+    exit_cancellable: RefCell<IssuedSockets>,
 }
 
 /// A set of sockets held weakly, pruned of dead ones as it grows.
@@ -58,11 +57,12 @@ impl IssuedSockets {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // TE-1: operations this thread issued without a port are cancelled; their events are
-        // still signalled, their routines dropped with the thread's APC queue (AP-6).
+        // TE-1: the operations this thread issued are cancelled, except port operations without
+        // an event; events are still signalled and packets queued, routines dropped with the
+        // thread's APC queue (AP-6).
         let id = self.id;
-        for socket in self.issued_without_port.get_mut().sockets.values().filter_map(Weak::upgrade) {
-            socket.cancel(|_, issuer, on_port| issuer == id && !on_port, CancelReason::Cancel);
+        for socket in self.exit_cancellable.get_mut().sockets.values().filter_map(Weak::upgrade) {
+            socket.cancel(|_, issuer, exit_cancels| issuer == id && exit_cancels, CancelReason::Cancel);
         }
         // A thread that exits while running stops counting toward its port's concurrency.
         if let Some(port) = self.running_on.get_mut().take().and_then(|w| w.upgrade()) {
@@ -79,7 +79,7 @@ thread_local! {
         blocked: Cell::new(0),
         reaping: Cell::new(std::ptr::null()),
         batch: RefCell::new(Vec::new()),
-        issued_without_port: RefCell::new(IssuedSockets::default()),
+        exit_cancellable: RefCell::new(IssuedSockets::default()),
     };
 }
 
@@ -144,9 +144,9 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Records that this thread issued an operation without a port on `socket` (for TE-1).
-pub(crate) fn note_issued_without_port(socket: &Arc<SocketInner>) {
-    let _ = WORKER.try_with(|w| w.issued_without_port.borrow_mut().note(socket));
+/// Records that this thread issued an operation on `socket` that its exit cancels (TE-1).
+pub(crate) fn note_exit_cancellable(socket: &Arc<SocketInner>) {
+    let _ = WORKER.try_with(|w| w.exit_cancellable.borrow_mut().note(socket));
 }
 
 /// This thread's (empty) batch vector, to collect reaped packets in.

@@ -39,12 +39,23 @@ struct InFlight {
     issuer: u64,
     /// Whether it runs on the socket's port (else on the engine, see `engine.rs`).
     on_port: bool,
+    /// Whether its issuing thread's exit cancels it (TE-1): everything but port operations
+    /// without an event.
+    exit_cancels: bool,
     cancel: Option<CancelReason>,
 }
 
 impl InFlight {
     fn of(op: &RawOp) -> Self {
-        Self { id: op.id(), issuer: op.state().issuer, on_port: op.state().notify.is_port(), cancel: None }
+        let state = op.state();
+        let on_port = state.notify.is_port();
+        Self {
+            id: op.id(),
+            issuer: state.issuer,
+            on_port,
+            exit_cancels: state.cancelled_at_issuer_exit(),
+            cancel: None,
+        }
     }
 }
 
@@ -58,12 +69,21 @@ struct OrderedLane {
 struct SocketState {
     shut_write: bool,
     shut_read: bool,
+    /// The peer reset the connection (a stream operation failed with `ECONNRESET`): later
+    /// data operations fail with `WSAECONNRESET` at once (SK-2), where Linux would report end
+    /// of file.
+    reset: bool,
     read: OrderedLane,
     write: OrderedLane,
     free: Vec<InFlight>,
 }
 
 impl SocketState {
+    /// Whether an operation of `kind` must fail with `WSAECONNRESET` because of an earlier reset.
+    fn refuses_after_reset(&self, kind: &OpKind) -> bool {
+        self.reset && kind.aborts_connection_on_close()
+    }
+
     fn ordered(&mut self, lane: Lane) -> Option<&mut OrderedLane> {
         match lane {
             Lane::Read => Some(&mut self.read),
@@ -100,6 +120,15 @@ fn submit_in_lane(st: &mut SocketState, port: &PortCore, op: RawOp) -> Result<()
         None => st.free.push(entry),
     }
     Ok(())
+}
+
+/// Whether a stream operation's raw status reports a reset by the peer (`ECONNRESET`, or
+/// `EPIPE` unless the send side was shut down locally, §8.3).
+fn is_peer_reset(status: &Result<(), Error>, shut_write: bool) -> bool {
+    match status {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => !(shut_write && e.raw_os_error() == Some(libc::EPIPE)),
+        _ => false,
+    }
 }
 
 /// Whether an issued operation went to the kernel or waits in its lane.
@@ -228,6 +257,9 @@ impl SocketInner {
         if (st.shut_read && kind.lane() == Lane::Read) || (st.shut_write && kind.lane() == Lane::Write) {
             return Err((Error::new(ErrorKind::Shutdown), op));
         }
+        if st.refuses_after_reset(kind) {
+            return Err((Error::new(ErrorKind::ConnectionReset), op));
+        }
         let lane = kind.lane();
         if let Some(ordered) = st.ordered(lane) {
             if ordered.active.is_some() {
@@ -264,6 +296,19 @@ impl SocketInner {
         port.submit(op)
     }
 
+    /// Submits an operation's step again after the kernel cancelled it on its own (its
+    /// submitting thread exited), unless the socket is closed, the library asked for the
+    /// cancellation, or this keeps happening. Gives the operation back otherwise.
+    pub(crate) fn resubmit_unless_cancelled(&self, port: &PortCore, mut op: RawOp) -> Result<(), RawOp> {
+        const MAX_REQUEUES: u8 = 16;
+        let state = op.state_mut();
+        if state.requeues >= MAX_REQUEUES {
+            return Err(op);
+        }
+        state.requeues += 1;
+        self.resubmit(port, op)
+    }
+
     /// Finishes an operation: takes it off its lane, starts the next one waiting there, and
     /// returns the packet to deliver (with the status the spec gives a closed socket's
     /// operations, CN-5).
@@ -274,6 +319,7 @@ impl SocketInner {
             let reason = st.remove(op.id(), lane);
             // DX-3: after DisconnectEx the send side is shut, as after shutdown(SD_SEND).
             st.shut_write |= matches!(op.state().kind, OpKind::Disconnect) && status.is_ok();
+            st.reset |= self.stream && is_peer_reset(&status, st.shut_write);
             let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
             (reason, st.shut_write, next)
         };
@@ -319,15 +365,22 @@ impl SocketInner {
             let lane = op.state().kind.lane();
             let mut st = self.lock();
             let closed = self.is_closed();
+            let reset = st.refuses_after_reset(&op.state().kind);
             let refused = match self.core_for(op.state().notify.is_port()) {
-                Some(core) if !closed => submit_in_lane(&mut st, core, op),
+                Some(core) if !closed && !reset => submit_in_lane(&mut st, core, op),
                 _ => Err(op),
             };
             let Err(back) = refused else { return };
             let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
             drop(st);
-            let reason = if closed { CancelReason::Close } else { CancelReason::Cancel };
-            self.deliver(self.finish_unstarted(back, reason));
+            let packet = if reset && !closed {
+                // SK-2: it was pending already, so it completes with the reset.
+                self.packet(back, Err(Error::new(ErrorKind::ConnectionReset)))
+            } else {
+                let reason = if closed { CancelReason::Close } else { CancelReason::Cancel };
+                self.finish_unstarted(back, reason)
+            };
+            self.deliver(packet);
             match next {
                 Some(n) => op = n,
                 None => return,
@@ -366,7 +419,8 @@ impl SocketInner {
         }
     }
 
-    /// Cancels operations matching `pick` (by id and issuing thread). Returns how many were
+    /// Cancels operations matching `pick` (by id, issuing thread, and whether that thread's exit
+    /// cancels them). Returns how many were
     /// found; waiting ones complete at once (delivered here), in-flight ones when the kernel
     /// answers the cancellation.
     pub(crate) fn cancel(self: &Arc<Self>, pick: impl Fn(usize, u64, bool) -> bool, reason: CancelReason) -> usize {
@@ -378,7 +432,7 @@ impl SocketInner {
             for lane in [&mut *read, &mut *write] {
                 let mut kept = VecDeque::new();
                 for op in lane.waiting.drain(..) {
-                    if pick(op.id(), op.state().issuer, op.state().notify.is_port()) {
+                    if pick(op.id(), op.state().issuer, op.state().cancelled_at_issuer_exit()) {
                         unstarted.push(op)
                     } else {
                         kept.push_back(op)
@@ -388,7 +442,7 @@ impl SocketInner {
             }
             let actives = [read.active.as_mut(), write.active.as_mut()];
             for f in actives.into_iter().flatten().chain(free.iter_mut()) {
-                if pick(f.id, f.issuer, f.on_port) {
+                if pick(f.id, f.issuer, f.exit_cancels) {
                     f.cancel = Some(reason);
                     if let Some(core) = self.core_for(f.on_port) {
                         core.cancel(f.id);

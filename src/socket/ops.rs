@@ -204,8 +204,8 @@ impl Socket {
         };
         let on_port = notify.is_port();
         state.reset_for_issue(kind, inner.clone(), worker::id(), notify);
-        if !on_port {
-            worker::note_issued_without_port(inner);
+        if state.cancelled_at_issuer_exit() {
+            worker::note_exit_cancellable(inner);
         }
         let started = inner.start(core, RawOp::new(rec));
         match (started, slot) {

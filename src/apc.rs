@@ -5,8 +5,10 @@
 //! Linux has no APCs: the queue is a library object, and "alertable" means one of this
 //! library's waits called with `alertable = true` (spec §8.4.4): [`sleep_ex`],
 //! [`wait_for_events`](crate::wait_for_events), [`Event::wait`](crate::Event::wait),
-//! [`CompletionPort::get_many_alertable`](crate::CompletionPort::get_many_alertable). A thread
-//! blocked anywhere else runs nothing. When a thread exits, its queue is discarded: APCs still
+//! [`CompletionPort::get_many_alertable`](crate::CompletionPort::get_many_alertable), and the
+//! wait inside [`Socket::recv_blocking`](crate::Socket::recv_blocking) and
+//! [`Socket::send_blocking`](crate::Socket::send_blocking) (1.10). A thread blocked anywhere
+//! else runs nothing. When a thread exits, its queue is discarded: APCs still
 //! queued are dropped without running, and queuing to it fails (AP-6).
 
 use std::collections::VecDeque;

@@ -43,8 +43,8 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// Blocking gather send (`WSASend` without an overlapped structure, spec 1.10). Returns the
-/// bytes sent; a blocking stream socket sends everything unless an error interrupts it.
+/// Gather send with `sendmsg` (`WSASend` without an overlapped structure, spec 1.10). Returns
+/// the bytes sent.
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
     // SAFETY: all-zero is a valid `msghdr`.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
@@ -55,8 +55,8 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>], flags: i32) -> io::
     if res < 0 { Err(io::Error::last_os_error()) } else { Ok(res as usize) }
 }
 
-/// Blocking scatter receive (`WSARecv` without an overlapped structure). Returns the bytes
-/// received and the output flags.
+/// Scatter receive with `recvmsg` (`WSARecv` without an overlapped structure). Returns the
+/// bytes received and the output flags.
 pub(crate) fn recv_vectored(fd: RawFd, bufs: &mut [IoSliceMut<'_>], flags: i32) -> io::Result<(usize, i32)> {
     // SAFETY: all-zero is a valid `msghdr`.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
@@ -95,4 +95,56 @@ pub(crate) fn retire_fd(fd: RawFd) {
             libc::shutdown(fd, libc::SHUT_RDWR);
         },
     }
+}
+
+/// A non-blocking, close-on-exec eventfd: what a thread blocked in `poll` is woken through.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: `eventfd` takes no pointers; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(fd_from_kernel(fd)) }
+}
+
+/// Adds one to an eventfd's counter, making it readable.
+pub(crate) fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of `one`, which lives for the call.
+    unsafe { libc::write(fd, (&raw const one).cast(), mem::size_of::<u64>()) };
+}
+
+/// Empties an eventfd's counter (it is non-blocking, so this never waits).
+pub(crate) fn eventfd_drain(fd: RawFd) {
+    let mut value: u64 = 0;
+    // SAFETY: reads at most 8 bytes into `value`, which lives for the call.
+    unsafe { libc::read(fd, (&raw mut value).cast(), mem::size_of::<u64>()) };
+}
+
+/// Waits until `fd` has one of `events` (`POLLIN`/`POLLOUT`) or `wake` is readable, at most
+/// `timeout` (`None`: no limit). Returns whether `fd` is ready (an error or hang-up counts, so
+/// that the next call reports it).
+pub(crate) fn poll_ready(fd: RawFd, events: i16, wake: RawFd, timeout: Option<std::time::Duration>) -> bool {
+    let mut fds =
+        [libc::pollfd { fd, events, revents: 0 }, libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 }];
+    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX));
+    // SAFETY: `fds` is a valid array of two `pollfd`s for the duration of the call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    n > 0 && fds[0].revents != 0
+}
+
+/// Whether the descriptor is in non-blocking mode (`O_NONBLOCK`, `FIONBIO`).
+pub(crate) fn is_nonblocking(fd: RawFd) -> bool {
+    // SAFETY: `fcntl(F_GETFL)` takes no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
+/// The socket's `SO_RCVTIMEO` or `SO_SNDTIMEO` (`None`: no timeout).
+pub(crate) fn socket_timeout(fd: RawFd, option: i32) -> Option<std::time::Duration> {
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: `tv` and `len` are valid for writes of a timeval and its length.
+    let res = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&raw mut tv).cast(), &mut len) };
+    if res < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) {
+        return None;
+    }
+    Some(std::time::Duration::new(tv.tv_sec as u64, (tv.tv_usec as u32) * 1000))
 }

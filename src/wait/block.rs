@@ -5,19 +5,29 @@
 //! registered with the objects of at most one wait at a time: a wait unregisters before it
 //! returns or runs APCs, so a wait nested in an APC reuses it safely.
 
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Instant;
+
+use crate::sys;
 
 /// A thread's wait block.
 pub(crate) struct WaitBlock {
     thread: Thread,
     notified: AtomicBool,
+    /// For waits in `poll` (the alertable blocking socket calls): made readable by `notify`.
+    /// Created on first use.
+    wake_fd: OnceLock<OwnedFd>,
 }
 
 thread_local! {
-    static BLOCK: Arc<WaitBlock> = Arc::new(WaitBlock { thread: thread::current(), notified: AtomicBool::new(false) });
+    static BLOCK: Arc<WaitBlock> = Arc::new(WaitBlock {
+        thread: thread::current(),
+        notified: AtomicBool::new(false),
+        wake_fd: OnceLock::new(),
+    });
 }
 
 /// The calling thread's wait block.
@@ -30,7 +40,24 @@ impl WaitBlock {
     pub(crate) fn notify(&self) {
         if !self.notified.swap(true, Ordering::AcqRel) {
             self.thread.unpark();
+            if let Some(fd) = self.wake_fd.get() {
+                sys::eventfd_signal(fd.as_raw_fd());
+            }
         }
+    }
+
+    /// The descriptor that [`WaitBlock::notify`] makes readable, emptied: a thread that waits in
+    /// `poll` adds it to its set (after [`WaitBlock::arm`]). `None` if it cannot be created.
+    pub(crate) fn poll_fd(&self) -> Option<RawFd> {
+        let fd = match self.wake_fd.get() {
+            Some(fd) => fd,
+            None => {
+                let fd = sys::eventfd().ok()?;
+                self.wake_fd.get_or_init(|| fd)
+            }
+        };
+        sys::eventfd_drain(fd.as_raw_fd());
+        Some(fd.as_raw_fd())
     }
 
     /// Forgets earlier notifications; called before registering for a new wait.

@@ -10,15 +10,22 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::driver::Backend;
+use crate::driver::{self, Backend};
 use crate::error::{Error, ErrorKind};
 use crate::port::core::PortCore;
 
-static ENGINE: OnceLock<Result<Arc<PortCore>, Error>> = OnceLock::new();
+/// One engine per backend, so that both can serve one process (the test suite runs every
+/// test on each).
+static ENGINES: [OnceLock<Result<Arc<PortCore>, Error>>; Backend::ALL.len()] = [const { OnceLock::new() }; 2];
 
-/// The engine, started on first use. Fails if no backend can be set up.
-pub(crate) fn get() -> Result<&'static PortCore, Error> {
-    match ENGINE.get_or_init(start) {
+fn slot(backend: Backend) -> &'static OnceLock<Result<Arc<PortCore>, Error>> {
+    let i = Backend::ALL.iter().position(|b| *b == backend).unwrap_or(0);
+    &ENGINES[i]
+}
+
+/// The engine of `backend`, started on first use. Fails if the backend cannot be set up.
+pub(crate) fn get(backend: Backend) -> Result<&'static PortCore, Error> {
+    match slot(backend).get_or_init(|| start(backend)) {
         Ok(core) => Ok(core),
         Err(e) => Err(*e),
     }
@@ -29,16 +36,17 @@ pub(crate) fn get() -> Result<&'static PortCore, Error> {
 /// at start-up to report the backend, and so that the engine's descriptors exist before it
 /// counts its own.
 pub fn engine_backend() -> Result<Backend, Error> {
-    get().map(PortCore::backend)
+    let backend = driver::default_backend()?;
+    get(backend).map(PortCore::backend)
 }
 
-/// The engine if it runs already (every operation on it started it).
-pub(crate) fn running() -> Option<&'static PortCore> {
-    ENGINE.get().and_then(|r| r.as_ref().ok()).map(|c| &**c)
+/// The engine of `backend` if it runs already (every operation on it started it).
+pub(crate) fn running(backend: Backend) -> Option<&'static PortCore> {
+    slot(backend).get().and_then(|r| r.as_ref().ok()).map(|c| &**c)
 }
 
-fn start() -> Result<Arc<PortCore>, Error> {
-    let core = Arc::new(PortCore::new(1, None)?);
+fn start(backend: Backend) -> Result<Arc<PortCore>, Error> {
+    let core = Arc::new(PortCore::new(1, Some(backend))?);
     let reaper = Arc::clone(&core);
     std::thread::Builder::new().name("overlapped-engine".into()).spawn(move || reap(&reaper))?;
     Ok(core)

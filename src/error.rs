@@ -249,6 +249,7 @@ impl From<io::Error> for Error {
             None => Self::new(match e.kind() {
                 io::ErrorKind::InvalidInput => ErrorKind::InvalidArgument,
                 io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                io::ErrorKind::Unsupported => ErrorKind::Unsupported,
                 _ => ErrorKind::Other,
             }),
         }

@@ -85,7 +85,7 @@ mod wait;
 
 pub use apc::{ThreadHandle, sleep_ex};
 pub use buf::BufList;
-pub use driver::Backend;
+pub use driver::{Backend, with_default_backend};
 pub use engine::engine_backend;
 pub use error::{Error, ErrorKind, Result};
 pub use event::Event;

@@ -16,7 +16,13 @@
 //!   still comes back through `wait`, so its memory is freed only after the kernel is done.
 //! - [`Driver::flush`] hands work that `submit` buffered to the kernel.
 
+mod epoll;
+mod select;
 mod uring;
+
+use select::unavailable;
+pub use select::with_default_backend;
+pub(crate) use select::{default_backend, process_default_backend, thread_default};
 
 use std::io;
 use std::time::Duration;
@@ -24,43 +30,107 @@ use std::time::Duration;
 use crate::op::RawOp;
 
 /// Which kernel mechanism runs a port's operations.
+///
+/// Chosen at run time ([`Backend::detect`]): io_uring when the ring can be set up with
+/// every opcode the library uses, epoll otherwise. The environment variable
+/// `OVERLAPPED_BACKEND=io_uring|epoll`, [`PortBuilder::backend`](crate::PortBuilder::backend)
+/// and [`with_default_backend`] force one; forcing io_uring where it is unavailable fails
+/// ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)) rather than falling back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
     /// io_uring: operations are submitted to a ring and complete as CQEs.
     IoUring,
+    /// epoll: operations are tried with non-blocking system calls and retried when the socket
+    /// becomes ready; completions are emulated.
+    Epoll,
+}
+
+impl Backend {
+    /// Every backend, in order of preference.
+    pub const ALL: [Backend; 2] = [Backend::IoUring, Backend::Epoll];
+
+    /// Whether this backend can run here: sets one up and drops it. The error says why not.
+    pub fn probe(self) -> Result<(), crate::Error> {
+        Driver::create(self).map(drop).map_err(crate::Error::from)
+    }
+
+    /// The backend a port or socket gets when none is forced: this thread's
+    /// [`with_default_backend`], else `OVERLAPPED_BACKEND`, else io_uring if it can be set up,
+    /// else epoll. Fails if `OVERLAPPED_BACKEND` names an unknown backend.
+    pub fn detect() -> Result<Backend, crate::Error> {
+        default_backend()
+    }
+
+    /// The name `OVERLAPPED_BACKEND` takes: `io_uring` or `epoll`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IoUring => "io_uring",
+            Self::Epoll => "epoll",
+        }
+    }
 }
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::IoUring => "io_uring",
-        })
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Backend::ALL.into_iter().find(|b| b.name() == s).ok_or(crate::Error::new(crate::ErrorKind::InvalidArgument))
     }
 }
 
 /// One port's backend.
+// One per port, so the size difference costs nothing; boxing would add an indirection to
+// every call on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driver {
     Uring(uring::UringDriver),
+    Epoll(epoll::EpollDriver),
 }
 
 impl Driver {
-    /// Sets up the backend for a new port.
-    pub(crate) fn new(backend: Option<Backend>) -> io::Result<Self> {
+    /// Sets up the backend for a new port: `backend`, or the default one.
+    pub(crate) fn new(backend: Option<Backend>) -> Result<Self, crate::Error> {
+        let backend = match backend {
+            Some(b) => b,
+            None => default_backend()?,
+        };
+        // A backend chosen by the caller or the environment is not swapped for another.
+        Self::create(backend).map_err(|e| unavailable(e.into()))
+    }
+
+    fn create(backend: Backend) -> io::Result<Self> {
         match backend {
-            None | Some(Backend::IoUring) => Ok(Self::Uring(uring::UringDriver::new()?)),
+            Backend::IoUring => Ok(Self::Uring(uring::UringDriver::new()?)),
+            Backend::Epoll => Ok(Self::Epoll(epoll::EpollDriver::new()?)),
         }
     }
 
     pub(crate) fn backend(&self) -> Backend {
         match self {
             Self::Uring(_) => Backend::IoUring,
+            Self::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Forgets what the backend keeps about a descriptor that is being closed.
+    pub(crate) fn forget_fd(&self, fd: std::os::fd::RawFd) {
+        match self {
+            Self::Uring(_) => {}
+            Self::Epoll(d) => d.forget_fd(fd),
         }
     }
 
     pub(crate) fn submit(&self, op: RawOp) -> Result<(), RawOp> {
         match self {
             Self::Uring(d) => d.submit(op),
+            Self::Epoll(d) => d.submit(op),
         }
     }
 
@@ -68,6 +138,7 @@ impl Driver {
     pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> Option<u32> {
         match self {
             Self::Uring(d) => d.register_file(fd),
+            Self::Epoll(_) => None,
         }
     }
 
@@ -75,42 +146,50 @@ impl Driver {
     pub(crate) fn unregister_file(&self, slot: u32) {
         match self {
             Self::Uring(d) => d.unregister_file(slot),
+            Self::Epoll(_) => {}
         }
     }
 
     pub(crate) fn flush(&self) {
         match self {
             Self::Uring(d) => d.flush(),
+            Self::Epoll(d) => d.flush(),
         }
     }
 
-    pub(crate) fn cancel(&self, id: usize) {
+    /// Cancels the operation with this id, which works on `fd`.
+    pub(crate) fn cancel(&self, id: usize, fd: std::os::fd::RawFd) {
         match self {
             Self::Uring(d) => d.cancel(id),
+            Self::Epoll(d) => d.cancel(id, fd),
         }
     }
 
     pub(crate) fn cancel_all(&self) {
         match self {
             Self::Uring(d) => d.cancel_all(),
+            Self::Epoll(d) => d.cancel_all(),
         }
     }
 
     pub(crate) fn wake(&self) {
         match self {
             Self::Uring(d) => d.wake(),
+            Self::Epoll(d) => d.wake(),
         }
     }
 
     pub(crate) fn close(&self) {
         match self {
             Self::Uring(d) => d.close(),
+            Self::Epoll(d) => d.close(),
         }
     }
 
     pub(crate) fn in_flight(&self) -> usize {
         match self {
             Self::Uring(d) => d.in_flight(),
+            Self::Epoll(d) => d.in_flight(),
         }
     }
 
@@ -118,6 +197,7 @@ impl Driver {
     pub(crate) fn has_completions(&self) -> bool {
         match self {
             Self::Uring(d) => d.has_completions(),
+            Self::Epoll(d) => d.has_completions(),
         }
     }
 
@@ -126,6 +206,17 @@ impl Driver {
     pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         match self {
             Self::Uring(d) => d.reap_ready(on_complete),
+            Self::Epoll(d) => d.reap_ready(on_complete),
+        }
+    }
+
+    /// Like [`Driver::reap_ready`], but also collects what the kernel finished and not yet
+    /// reported (the readiness backend performs what became possible). Returns whether a
+    /// wake-up was among the results.
+    pub(crate) fn reap_now(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        match self {
+            Self::Uring(d) => d.reap_ready(on_complete),
+            Self::Epoll(d) => d.reap_now(on_complete),
         }
     }
 
@@ -133,6 +224,7 @@ impl Driver {
     pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         match self {
             Self::Uring(d) => d.wait(timeout, on_complete),
+            Self::Epoll(d) => d.wait(timeout, on_complete),
         }
     }
 }

@@ -107,7 +107,10 @@ fn clamp_len(len: usize) -> u32 {
 pub(crate) fn on_result(op: &mut OpState, res: i32) -> Progress {
     let stream = op.socket.as_ref().is_some_and(|s| s.is_stream());
     match &mut op.kind {
-        OpKind::Recv { .. } => finish_recv(op, res, false),
+        OpKind::Recv { flags } => {
+            let wait_all = stream && *flags & libc::MSG_WAITALL != 0;
+            if wait_all { finish_recv_all(op, res) } else { finish_recv(op, res, false) }
+        }
         OpKind::RecvFrom { .. } => finish_recv(op, res, true),
         OpKind::Send { .. } => continue_send(op, res, stream),
         OpKind::SendTo { .. } => continue_send(op, res, false),
@@ -155,6 +158,24 @@ fn finish_recv(op: &mut OpState, res: i32, with_addr: bool) -> Progress {
     if op.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         // RV-3: the buffers keep the first part; the rest of the datagram is gone.
         return Progress::Done(Err(Error::new(ErrorKind::MessageTooLong)));
+    }
+    Progress::Done(Ok(()))
+}
+
+/// A stream receive with `MSG_WAITALL` (RV-5): complete only when the buffers are full, the
+/// peer closed, or an error came. The kernel usually does this itself; a backend that performs
+/// steps without waiting gets the data in parts, gathered here.
+fn finish_recv_all(op: &mut OpState, res: i32) -> Progress {
+    if res < 0 {
+        op.bytes = op.progress;
+        return Progress::Done(Err(errno_error(res)));
+    }
+    op.bytes = res as usize;
+    commit_received(op);
+    op.progress += res as usize;
+    op.bytes = op.progress;
+    if res > 0 && op.bufs.total_spare() > 0 {
+        return Progress::Again;
     }
     Progress::Done(Ok(()))
 }

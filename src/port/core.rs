@@ -82,8 +82,13 @@ impl PortCore {
         self.driver.unregister_file(slot);
     }
 
-    pub(crate) fn cancel(&self, id: usize) {
-        self.driver.cancel(id);
+    pub(crate) fn cancel(&self, id: usize, fd: std::os::fd::RawFd) {
+        self.driver.cancel(id, fd);
+    }
+
+    /// Forgets what the backend keeps about a descriptor that is being closed.
+    pub(crate) fn forget_fd(&self, fd: std::os::fd::RawFd) {
+        self.driver.forget_fd(fd);
     }
 
     /// Queues a packet (delivered LIFO to a waiter when one may run). If the port is closed,
@@ -119,6 +124,14 @@ impl PortCore {
             self.driver.wake();
         }
         Ok(())
+    }
+
+    /// Reaps every completion that already happened, so that a packet posted now is queued
+    /// after them (PQ-2, OR-1).
+    pub(crate) fn reap_before_post(&self) {
+        self.reap(|on_complete| self.driver.reap_now(on_complete));
+        // This thread does not wait on the port: what reaping deferred must go now.
+        self.driver.flush();
     }
 
     /// Moves completions that the kernel already posted into the packet queue, so that packets

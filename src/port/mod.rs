@@ -242,7 +242,7 @@ impl<C: Send + 'static> CompletionPort<C> {
     pub fn post(&self, bytes: usize, key: usize, overlapped: Option<Overlapped<C>>) -> Result<(), PostError<C>> {
         let op = overlapped.map(|ov| RawOp::new(ov.into_record()));
         let packet = Packet { key, bytes, status: Ok(()), op };
-        self.core().reap_ready();
+        self.core().reap_before_post();
         self.core().post(packet).map_err(|p| PostError {
             error: Error::new(ErrorKind::InvalidHandle),
             overlapped: p.op.map(Overlapped::from_raw),

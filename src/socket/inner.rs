@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use crate::driver::Backend;
 use crate::engine;
 use crate::error::{Error, ErrorKind};
 use crate::op::inline::{self, Inline};
@@ -151,13 +152,30 @@ pub(crate) struct SocketInner {
     closed: AtomicBool,
     /// The socket's slot in its port's table of registered files.
     fixed: OnceLock<u32>,
+    /// The backend whose engine runs the socket's event and routine operations (`None`: the
+    /// process's default).
+    backend: Option<Backend>,
+}
+
+impl Drop for SocketInner {
+    fn drop(&mut self) {
+        // Every operation is over (each held this entry); the descriptor closes after this.
+        let fd = self.fd();
+        if let Some(assoc) = self.assoc.get() {
+            assoc.port.forget_fd(fd);
+        }
+        if let Some(engine) = self.engine_backend().ok().and_then(engine::running) {
+            engine.forget_fd(fd);
+        }
+    }
 }
 
 impl SocketInner {
-    pub(crate) fn new(fd: OwnedFd, stream: bool) -> Self {
+    pub(crate) fn new(fd: OwnedFd, stream: bool, backend: Option<Backend>) -> Self {
         Self {
             fd,
             stream,
+            backend,
             state: Mutex::default(),
             assoc: OnceLock::new(),
             skip_on_success: AtomicBool::new(false),
@@ -215,7 +233,15 @@ impl SocketInner {
     /// The completion port that runs an operation's kernel requests: the socket's port for
     /// port-notified operations, the engine for the others (`None` if that is gone).
     fn core_for(&self, on_port: bool) -> Option<&PortCore> {
-        if on_port { self.association().map(|a| &*a.port) } else { engine::running() }
+        if on_port { self.association().map(|a| &*a.port) } else { engine::running(self.engine_backend().ok()?) }
+    }
+
+    /// The backend of the engine that runs this socket's event and routine operations.
+    pub(crate) fn engine_backend(&self) -> Result<Backend, Error> {
+        match self.backend {
+            Some(b) => Ok(b),
+            None => crate::driver::process_default_backend(),
+        }
     }
 
     /// Delivers a finished operation through its notification: the port's queue, or the
@@ -337,7 +363,7 @@ impl SocketInner {
         state.socket = None;
         if let OpKind::Accept { accepted } = &mut state.kind {
             if let (Some(fd), Ok(())) = (accepted.take(), status) {
-                match Accepted::from_fd(fd, state.args.addr()) {
+                match Accepted::from_fd(fd, state.args.addr(), self.backend) {
                     Ok(a) => state.accepted = Some(a),
                     Err(e) => status = Err(e),
                 }
@@ -445,7 +471,7 @@ impl SocketInner {
                 if pick(f.id, f.issuer, f.exit_cancels) {
                     f.cancel = Some(reason);
                     if let Some(core) = self.core_for(f.on_port) {
-                        core.cancel(f.id);
+                        core.cancel(f.id, self.fd());
                     }
                     found += 1;
                 }

@@ -98,14 +98,19 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    pub(crate) fn from_fd(fd: OwnedFd, remote: Option<SocketAddr>) -> Result<Self, Error> {
+    /// The accepted socket inherits the listener's choice of backend.
+    pub(crate) fn from_fd(
+        fd: OwnedFd,
+        remote: Option<SocketAddr>,
+        backend: Option<crate::Backend>,
+    ) -> Result<Self, Error> {
         let sock = socket2::SockRef::from(&fd);
         let local_addr = sock_addr(sock.local_addr())?;
         let remote_addr = match remote {
             Some(a) => a,
             None => sock_addr(sock.peer_addr())?,
         };
-        Ok(Self { socket: Socket::from_owned(fd, true), local_addr, remote_addr })
+        Ok(Self { socket: Socket::with_backend(fd, true, backend), local_addr, remote_addr })
     }
 }
 
@@ -141,8 +146,14 @@ impl Socket {
         Ok(s)
     }
 
+    /// A socket whose event and routine operations use this thread's default backend, if it
+    /// has one ([`crate::with_default_backend`]), else the process's.
     pub(crate) fn from_owned(fd: OwnedFd, stream: bool) -> Self {
-        Self { handle: Arc::new(Handle { inner: Arc::new(SocketInner::new(fd, stream)) }) }
+        Self::with_backend(fd, stream, crate::driver::thread_default())
+    }
+
+    pub(crate) fn with_backend(fd: OwnedFd, stream: bool, backend: Option<crate::Backend>) -> Self {
+        Self { handle: Arc::new(Handle { inner: Arc::new(SocketInner::new(fd, stream, backend)) }) }
     }
 
     pub(crate) fn inner(&self) -> &Arc<SocketInner> {

@@ -171,7 +171,7 @@ impl Socket {
                 return reject(ErrorKind::InvalidArgument, overlapped);
             }
             Some(assoc) => &*assoc.port,
-            None => match engine::get() {
+            None => match inner.engine_backend().and_then(engine::get) {
                 Ok(core) => core,
                 Err(e) => return Err(Rejected { error: e, overlapped }),
             },

@@ -1,0 +1,364 @@
+//! The readiness backend (epoll): completions emulated on top of non-blocking system calls,
+//! for where io_uring is unavailable (spec §8.2, epoll column).
+//!
+//! - Submission: an operation step is tried at once with a non-blocking system call. If it
+//!   finishes, its result waits in the ready queue for the next reap, exactly as a CQE waits in
+//!   io_uring's completion queue. If it would block, the operation waits in its socket's list
+//!   for its direction (receives and accepts: readable; sends and connects: writable), behind
+//!   any earlier one, so operations complete in issue order.
+//! - Readiness: each socket is registered once, edge-triggered for both directions. The thread
+//!   that waits on the port (the poller) blocks in `epoll_wait`; on an edge it retries the
+//!   socket's waiting operations in order until one would block again, and hands each finished
+//!   one to the callback, on its own thread, as the io_uring backend does with CQEs.
+//! - No lost edge: a step is tried and, if it would block, queued under its socket's lock, and
+//!   the poller retries under the same lock.
+//! - Cancellation takes a waiting operation off its list and completes it with `ECANCELED`; one
+//!   that is being performed completes with its own result.
+//! - Ownership: the driver owns each submitted record until it hands it to the callback; a
+//!   record is never freed here while a system call may use it (calls are synchronous).
+
+mod sys;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use self::sys::Attempt;
+use crate::op::machine::{self, Step};
+use crate::op::{OpKind, RawOp};
+
+/// The epoll user data of the wake-up eventfd (socket registrations use their descriptor).
+const WAKE_TOKEN: u64 = u64::MAX;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// Which readiness a step waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// An operation waiting for its socket to become ready.
+struct Waiting {
+    op: RawOp,
+    /// A connect is under way: readiness means "read its outcome", not "try again".
+    connecting: bool,
+}
+
+/// One socket's waiting operations.
+#[derive(Default)]
+struct SocketWaiters {
+    read: VecDeque<Waiting>,
+    write: VecDeque<Waiting>,
+    registered: bool,
+}
+
+impl SocketWaiters {
+    fn list(&mut self, dir: Direction) -> &mut VecDeque<Waiting> {
+        match dir {
+            Direction::Read => &mut self.read,
+            Direction::Write => &mut self.write,
+        }
+    }
+}
+
+type Slot = Arc<Mutex<SocketWaiters>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An epoll instance shared by the threads of one completion port.
+pub(crate) struct EpollDriver {
+    epfd: OwnedFd,
+    wake_fd: OwnedFd,
+    sockets: Mutex<HashMap<RawFd, Slot>>,
+    /// Results of steps that finished without waiting (or were cancelled), not yet reaped.
+    ready: Mutex<VecDeque<(RawOp, i32)>>,
+    has_ready: AtomicBool,
+    /// Threads blocked in `epoll_wait` (so a new ready result must wake one).
+    polling: AtomicUsize,
+    in_flight: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl EpollDriver {
+    pub(crate) fn new() -> io::Result<Self> {
+        let epfd = sys::epoll_create()?;
+        let wake_fd = crate::sys::eventfd()?;
+        sys::epoll_add(&epfd, wake_fd.as_raw_fd(), WAKE_TOKEN, true)?;
+        Ok(Self {
+            epfd,
+            wake_fd,
+            sockets: Mutex::new(HashMap::new()),
+            ready: Mutex::new(VecDeque::new()),
+            has_ready: AtomicBool::new(false),
+            polling: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the next step of `op`. Refused (the op comes back) once the driver is closed.
+    pub(crate) fn submit(&self, op: RawOp) -> Result<(), RawOp> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(op);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.start(op);
+        Ok(())
+    }
+
+    /// Tries the step; queues it on its socket if it would block.
+    fn start(&self, mut op: RawOp) {
+        let step = machine::next_step(op.state_mut());
+        let (fd, dir) = target(&step);
+        let slot = self.slot(fd);
+        let mut waiters = lock(&slot);
+        // Earlier operations of this direction go first (issue order).
+        if !waiters.list(dir).is_empty() {
+            waiters.list(dir).push_back(Waiting { op, connecting: false });
+            return;
+        }
+        let connecting = match sys::attempt(&step) {
+            Attempt::Done(res) => {
+                drop(waiters);
+                self.push_ready(op, res);
+                return;
+            }
+            Attempt::WouldBlock => false,
+            Attempt::Connecting => true,
+        };
+        if !waiters.registered {
+            if let Err(e) = sys::epoll_add(&self.epfd, fd, fd as u64, false) {
+                drop(waiters);
+                self.push_ready(op, -e.raw_os_error().unwrap_or(libc::EINVAL));
+                return;
+            }
+            waiters.registered = true;
+        }
+        waiters.list(dir).push_back(Waiting { op, connecting });
+    }
+
+    fn slot(&self, fd: RawFd) -> Slot {
+        Arc::clone(lock(&self.sockets).entry(fd).or_default())
+    }
+
+    fn push_ready(&self, op: RawOp, res: i32) {
+        lock(&self.ready).push_back((op, res));
+        self.has_ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the results queued by `submit` visible to a thread blocked in [`EpollDriver::wait`].
+    pub(crate) fn flush(&self) {
+        if self.has_ready.load(Ordering::SeqCst) && self.polling.load(Ordering::SeqCst) > 0 {
+            self.wake();
+        }
+    }
+
+    /// Makes a thread blocked in [`EpollDriver::wait`] return.
+    pub(crate) fn wake(&self) {
+        crate::sys::eventfd_signal(self.wake_fd.as_raw_fd());
+    }
+
+    /// Completes the operation with this id with `ECANCELED` if it is waiting (on `fd`'s lists,
+    /// or anywhere if not found there); one being performed completes on its own.
+    pub(crate) fn cancel(&self, id: usize, fd: RawFd) {
+        let slot = lock(&self.sockets).get(&fd).cloned();
+        let found = slot.is_some_and(|s| self.cancel_in(&s, |op| op.id() == id));
+        if !found {
+            let all: Vec<Slot> = lock(&self.sockets).values().cloned().collect();
+            for s in all {
+                if self.cancel_in(&s, |op| op.id() == id) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Cancels the waiting operations of one socket that `pick` selects; true if any.
+    fn cancel_in(&self, slot: &Slot, pick: impl Fn(&RawOp) -> bool) -> bool {
+        let mut cancelled = Vec::new();
+        {
+            let mut waiters = lock(slot);
+            for dir in [Direction::Read, Direction::Write] {
+                let list = waiters.list(dir);
+                let mut kept = VecDeque::with_capacity(list.len());
+                for w in list.drain(..) {
+                    if pick(&w.op) { cancelled.push(w.op) } else { kept.push_back(w) }
+                }
+                *list = kept;
+            }
+        }
+        let any = !cancelled.is_empty();
+        for op in cancelled {
+            self.push_ready(op, -libc::ECANCELED);
+        }
+        if any {
+            self.wake();
+        }
+        any
+    }
+
+    /// Cancels every waiting operation.
+    pub(crate) fn cancel_all(&self) {
+        let all: Vec<Slot> = lock(&self.sockets).values().cloned().collect();
+        for s in all {
+            self.cancel_in(&s, |_| true);
+        }
+    }
+
+    /// Refuses further submissions and cancels everything waiting.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.cancel_all();
+        self.wake();
+    }
+
+    /// Performs what readiness allows right now, without blocking (for callers that must see
+    /// every completion that already happened in the kernel, like `PostQueuedCompletionStatus`
+    /// ordering its packet after them, PQ-2), then hands over the ready results.
+    pub(crate) fn reap_now(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            return self.reap_ready(on_complete);
+        }
+        self.wait(Some(Duration::ZERO), on_complete)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Forgets a socket whose descriptor is about to be closed, so that a new socket reusing
+    /// the number is registered afresh.
+    pub(crate) fn forget_fd(&self, fd: RawFd) {
+        if let Some(slot) = lock(&self.sockets).remove(&fd) {
+            if lock(&slot).registered {
+                sys::epoll_del(&self.epfd, fd);
+            }
+        }
+    }
+
+    pub(crate) fn has_completions(&self) -> bool {
+        self.has_ready.load(Ordering::Acquire)
+    }
+
+    /// Hands the results already there to `on_complete`, without blocking. Returns false (no
+    /// wake-up among them: wake-ups are only seen by [`EpollDriver::wait`]).
+    pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        while let Some((op, res)) = self.pop_ready() {
+            self.deliver(op, res, on_complete);
+        }
+        false
+    }
+
+    fn pop_ready(&self) -> Option<(RawOp, i32)> {
+        let mut ready = lock(&self.ready);
+        let next = ready.pop_front();
+        if ready.is_empty() {
+            self.has_ready.store(false, Ordering::SeqCst);
+        }
+        next
+    }
+
+    fn deliver(&self, op: RawOp, res: i32, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if res < 0 {
+            self.forget_failed_accept(&op);
+        }
+        on_complete(op, res);
+    }
+
+    /// An accept whose receive on the new connection failed or was cancelled closes that
+    /// connection: forget its registration before the number can be reused.
+    fn forget_failed_accept(&self, op: &RawOp) {
+        if let OpKind::Accept { accepted: Some(new) } = &op.state().kind {
+            self.forget_fd(new.as_raw_fd());
+        }
+    }
+
+    /// Hands ready results to `on_complete`; if there were none, waits up to `timeout` (`None`:
+    /// no limit) for readiness or a wake-up, and performs what became possible. Returns whether
+    /// a wake-up was among the events.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        let mut delivered = false;
+        while let Some((op, res)) = self.pop_ready() {
+            self.deliver(op, res, on_complete);
+            delivered = true;
+        }
+        let mut events = sys::no_events::<EVENTS>();
+        self.polling.fetch_add(1, Ordering::SeqCst);
+        // A result queued after the check above finds `polling` raised and wakes us.
+        let timeout = if delivered || self.has_ready.load(Ordering::SeqCst) { Some(Duration::ZERO) } else { timeout };
+        let n = sys::epoll_wait(&self.epfd, &mut events, timeout);
+        self.polling.fetch_sub(1, Ordering::SeqCst);
+        let mut woke = false;
+        for ev in &events[..n] {
+            let (token, flags) = (ev.u64, ev.events);
+            if token == WAKE_TOKEN {
+                crate::sys::eventfd_drain(self.wake_fd.as_raw_fd());
+                woke = true;
+            } else {
+                self.on_ready(token as RawFd, flags, on_complete);
+            }
+        }
+        while let Some((op, res)) = self.pop_ready() {
+            self.deliver(op, res, on_complete);
+        }
+        woke
+    }
+
+    /// A socket became ready: retry its waiting operations in order, delivering each that
+    /// finishes, until one would block.
+    fn on_ready(&self, fd: RawFd, flags: u32, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        let Some(slot) = lock(&self.sockets).get(&fd).cloned() else { return };
+        let trouble = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | trouble) != 0 {
+            self.retry(&slot, Direction::Read, on_complete);
+        }
+        if flags & (libc::EPOLLOUT as u32 | trouble) != 0 {
+            self.retry(&slot, Direction::Write, on_complete);
+        }
+    }
+
+    fn retry(&self, slot: &Slot, dir: Direction, on_complete: &mut dyn FnMut(RawOp, i32)) {
+        loop {
+            // The lock is released before the callback, which may submit to this socket.
+            let finished = {
+                let mut waiters = lock(slot);
+                let Some(front) = waiters.list(dir).front_mut() else { return };
+                let outcome = match sys::attempt(&machine::next_step(front.op.state_mut())) {
+                    // The connect under way has completed.
+                    Attempt::Done(res) if front.connecting && res == -libc::EISCONN => Some(0),
+                    Attempt::Done(res) => Some(res),
+                    Attempt::WouldBlock => None,
+                    Attempt::Connecting => {
+                        front.connecting = true;
+                        None
+                    }
+                };
+                match outcome {
+                    Some(res) => waiters.list(dir).pop_front().map(|w| (w.op, res)),
+                    None => return,
+                }
+            };
+            if let Some((op, res)) = finished {
+                self.deliver(op, res, on_complete);
+            }
+        }
+    }
+}
+
+/// The descriptor a step works on and the readiness it waits for.
+fn target(step: &Step) -> (RawFd, Direction) {
+    match *step {
+        Step::Recv { fd, .. } | Step::RecvMsg { fd, .. } | Step::Accept { fd, .. } => (fd.fd, Direction::Read),
+        Step::Send { fd, .. } | Step::SendMsg { fd, .. } | Step::Connect { fd, .. } | Step::Shutdown { fd, .. } => {
+            (fd.fd, Direction::Write)
+        }
+    }
+}

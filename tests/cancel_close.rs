@@ -5,6 +5,7 @@
 //! Every test here takes one process-wide lock: several of them compare the process's open
 //! descriptor count, which other tests running in parallel would disturb.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -202,10 +203,10 @@ fn ctx(c: &Completion<usize>) -> usize {
 // CancelIoEx / CancelIo
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CN-2, CN-3: `CancelIoEx(h, ov)` cancels only the operation issued with that record; it
 /// completes with 995, 0 bytes, and the record comes back; the other operations on the socket
 /// survive and later complete normally, in issue order (OR-2). Nothing pending → 1168.
-#[test]
 fn cancel_by_record_cancels_only_that_operation() {
     let _g = serial();
     let port = port::<usize>(0);
@@ -256,11 +257,12 @@ fn cancel_by_record_cancels_only_that_operation() {
     assert_not_found(sock.cancel_all(), "cancel_all after everything completed");
     assert_not_found(sock.cancel_io(), "cancel_io after everything completed");
 }
+}
 
+backend_test! {
 /// CN-2, CN-3: `CancelIoEx(h, NULL)` cancels every pending operation on the socket, whoever
 /// issued it — a pending receive, receives queued behind it, and a send blocked on a full
 /// send buffer — each exactly once with 995, and nothing more follows.
-#[test]
 fn cancel_all_cancels_every_pending_operation_exactly_once() {
     let _g = serial();
     let port = port::<usize>(0);
@@ -297,11 +299,12 @@ fn cancel_all_cancels_every_pending_operation_exactly_once() {
     assert_quiet(&port);
     assert_not_found(sock.cancel_all(), "cancel_all after everything was cancelled");
 }
+}
 
+backend_test! {
 /// CN-1: `CancelIo(h)` cancels only the operations the calling thread issued on the socket.
 /// The main thread issues a receive, thread Y a (blocked) send on the same socket; a thread
 /// that issued nothing finds nothing to cancel.
-#[test]
 fn cancel_io_cancels_only_the_calling_threads_operations() {
     let _g = serial();
     let port = port::<usize>(0);
@@ -342,12 +345,13 @@ fn cancel_io_cancels_only_the_calling_threads_operations() {
     assert_eq!(e.kind(), ErrorKind::OperationAborted, "{e}");
     assert_quiet(&port);
 }
+}
 
+backend_test! {
 /// CN-4 (and AX-5): an accept is an operation on the listening socket. Cancelling on another
 /// socket does not touch it; each of CancelIoEx(listener, ov), CancelIoEx(listener, NULL) and
 /// CancelIo(listener) cancels it (995, on the listener's key). The listener keeps working: a
 /// connection that arrives later is accepted by the next accept.
-#[test]
 fn cancelling_on_the_listener_cancels_a_pending_accept() {
     let _g = serial();
     let port = port::<usize>(0);
@@ -384,16 +388,17 @@ fn cancelling_on_the_listener_cancels_a_pending_accept() {
     let accepted = c.overlapped.as_mut().unwrap().take_accepted().expect("the accepted socket");
     assert_eq!(accepted.remote_addr, client.local_addr().unwrap());
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // closesocket (CN-5, spec §8.4.5)
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CN-5, §8.4.5, §8.4.11: closing a connected TCP socket with a receive pending (issued by
 /// another thread) completes the receive once with `STATUS_CONNECTION_ABORTED`
 /// (1236 / 10053), 0 bytes; the descriptor is really closed (the peer sees EOF or a reset, the
 /// process's descriptor count drops), and a second close fails.
-#[test]
 fn closing_a_socket_with_a_pending_recv_completes_it_with_connection_aborted() {
     let _g = serial();
     let before = open_fds();
@@ -419,12 +424,13 @@ fn closing_a_socket_with_a_pending_recv_completes_it_with_connection_aborted() {
     drop((sock, client, c, port));
     wait_for_fds(before, "after dropping everything");
 }
+}
 
+backend_test! {
 /// CN-5, CN-9: `closesocket` closes the handle for every copy of it. With nothing pending the
 /// descriptor is closed at once, although the application still holds the (now invalid)
 /// handle value: the peer sees EOF, the descriptor count drops, and the handle refuses
 /// operations.
-#[test]
 fn closing_an_idle_socket_closes_its_descriptor_while_the_handle_is_held() {
     let _g = serial();
     let port = port::<usize>(0);
@@ -441,11 +447,12 @@ fn closing_an_idle_socket_closes_its_descriptor_while_the_handle_is_held() {
     }
     assert_quiet(&port);
 }
+}
 
+backend_test! {
 /// CN-5 (as decided for this library: recv and send alike): closing a connected socket with
 /// a receive and a blocked send pending completes each exactly once with
 /// `STATUS_CONNECTION_ABORTED`.
-#[test]
 fn closing_a_socket_aborts_a_pending_send_and_recv_alike() {
     let _g = serial();
     let before = open_fds();
@@ -470,10 +477,11 @@ fn closing_a_socket_aborts_a_pending_send_and_recv_alike() {
     drop((sock, client, port));
     wait_for_fds(before, "after dropping everything");
 }
+}
 
+backend_test! {
 /// CN-5, AX-9: closing the listener completes its pending accept once with 995, accepting
 /// nothing; the listening descriptor is really closed (a new connection is refused).
-#[test]
 fn closing_the_listener_completes_a_pending_accept_with_operation_aborted() {
     let _g = serial();
     let before = open_fds();
@@ -501,10 +509,11 @@ fn closing_the_listener_completes_a_pending_accept_with_operation_aborted() {
     drop((listener, c, port));
     wait_for_fds(before, "after dropping everything");
 }
+}
 
+backend_test! {
 /// CN-5: a worker blocked in `get` is woken by the completion of a receive (issued by a third
 /// thread) when another thread closes the socket.
-#[test]
 fn closing_from_another_thread_wakes_a_worker_waiting_in_get() {
     let _g = serial();
     let port = port::<usize>(0);
@@ -527,11 +536,12 @@ fn closing_from_another_thread_wakes_a_worker_waiting_in_get() {
     assert_quiet(&port);
     assert_peer_sees_close(&mut client);
 }
+}
 
+backend_test! {
 /// CN-5, CN-6: the socket's clones are copies of one handle. Dropping one clone leaves a
 /// pending receive alone; dropping the last one closes the socket, which completes the
 /// receive with `STATUS_CONNECTION_ABORTED` and closes the descriptor.
-#[test]
 fn dropping_the_last_clone_with_a_pending_recv_behaves_like_close() {
     let _g = serial();
     let before = open_fds();
@@ -555,17 +565,18 @@ fn dropping_the_last_clone_with_a_pending_recv_behaves_like_close() {
     drop((client, c, port));
     wait_for_fds(before, "after dropping everything");
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Port close (CL-1, GQ-4)
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CL-1, GQ-4: closing a port with operations in flight on several associated sockets (TCP
 /// receives, a blocked send, an accept, a UDP receive) returns, wakes every waiter with
 /// `ERROR_ABANDONED_WAIT_0` (735), and drops every in-flight record exactly once (their
 /// completions go nowhere observable). New operations are refused with the record handed back.
 /// Once the sockets are dropped, every descriptor is closed.
-#[test]
 fn closing_the_port_drops_in_flight_records_once_and_wakes_waiters() {
     let _g = serial();
     let before = open_fds();
@@ -630,12 +641,13 @@ fn closing_the_port_drops_in_flight_records_once_and_wakes_waiters() {
     wait_for_fds(before, "after dropping the sockets and the port");
     assert_each_dropped_once(&drops);
 }
+}
 
+backend_test! {
 /// CL-1, GQ-4: packets still queued when the port closes (posted ones, and a receive that
 /// completed but was never dequeued) are never delivered — `get` reports 735 — and their
 /// records are dropped exactly once. A post after close is refused with the record handed
 /// back.
-#[test]
 fn closing_the_port_drops_queued_packets_once() {
     let _g = serial();
     let before = open_fds();
@@ -672,16 +684,17 @@ fn closing_the_port_drops_queued_packets_once() {
     wait_for_fds(before, "after dropping the socket and the port");
     assert_each_dropped_once(&drops);
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Races, repeated (bounded)
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CN-3, CN-5: 200 cycles of issue-receive / close, mixed with data racing the close, a
 /// cancel just before the close, and dropping instead of closing. Each receive completes
 /// exactly once: with `STATUS_CONNECTION_ABORTED`, or normally when data won the race, or
 /// (after a cancel) with 995. Every record is dropped once; every descriptor is closed.
-#[test]
 fn repeated_recv_then_close_completes_every_receive_exactly_once() {
     let _g = serial();
     const N: usize = 200;
@@ -727,12 +740,13 @@ fn repeated_recv_then_close_completes_every_receive_exactly_once() {
     wait_for_fds(before, "after the cycles");
     assert_each_dropped_once(&drops);
 }
+}
 
+backend_test! {
 /// CN-2, CN-3, CN-4: 200 cycles of issue-accept / cancel, with a connection racing the cancel
 /// in every other cycle. Each accept completes exactly once: cancelled (995, nothing
 /// accepted), or successfully with a connection; when the cancel found nothing (1168) the
 /// accept must already have completed successfully.
-#[test]
 fn repeated_accept_then_cancel_completes_every_accept_exactly_once() {
     let _g = serial();
     const N: usize = 200;
@@ -780,11 +794,12 @@ fn repeated_accept_then_cancel_completes_every_accept_exactly_once() {
     wait_for_fds(before, "after the cycles");
     assert_each_dropped_once(&drops);
 }
+}
 
+backend_test! {
 /// CN-5, AX-9: 50 cycles of issue-accept / close-listener, with a connection racing the close
 /// in every other cycle: each accept completes exactly once, with 995 or (only when a client
 /// connected) successfully.
-#[test]
 fn repeated_accept_then_close_listener_completes_every_accept_exactly_once() {
     let _g = serial();
     const N: usize = 50;
@@ -816,12 +831,13 @@ fn repeated_accept_then_close_listener_completes_every_accept_exactly_once() {
     wait_for_fds(before, "after the cycles");
     assert_each_dropped_once(&drops);
 }
+}
 
+backend_test! {
 /// CN-5, 1.5: 100 cycles of a thread issuing receives while another closes the socket. Each
 /// call either pends — and then completes exactly once with `STATUS_CONNECTION_ABORTED` — or
 /// is refused because the socket is closed (`WSAENOTSOCK`), handing its record back and
 /// queuing nothing.
-#[test]
 fn receives_racing_close_complete_exactly_once_or_are_refused() {
     let _g = serial();
     const N: usize = 100;
@@ -868,4 +884,5 @@ fn receives_racing_close_complete_exactly_once_or_are_refused() {
     drop((listener, port));
     wait_for_fds(before, "after the cycles");
     assert_each_dropped_once(&drops);
+}
 }

@@ -1,6 +1,7 @@
 //! The lecture's IOCP echo server (examples/iocp_echo_server.rs) in-process: it echoes, and
 //! after it stops every descriptor it opened (port, listener, clients) is closed again.
 
+#[macro_use]
 mod common;
 
 #[path = "../examples/iocp_echo_server.rs"]
@@ -13,8 +14,12 @@ use std::thread;
 
 use iocp_echo_server::EchoServer;
 
-#[test]
+/// The backends' runs of this test count the process's descriptors: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+backend_test! {
 fn descriptors_return_to_their_starting_count_after_shutdown() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = common::open_fds();
     let server = EchoServer::start(common::loopback(), 4).unwrap();
     let addr = server.local_addr();
@@ -37,5 +42,10 @@ fn descriptors_return_to_their_starting_count_after_shutdown() {
     assert!(common::open_fds() >= before + 2 * open.len(), "the server holds its clients");
     server.stop().unwrap();
     drop(open);
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while common::open_fds() != before && std::time::Instant::now() < deadline {
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(common::open_fds(), before, "descriptors leaked by the server");
+}
 }

@@ -2,6 +2,7 @@
 //! the errno mapping, and that every call-time rejection names a clear error, hands the record
 //! back with its context and buffers, and queues no packet.
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -32,8 +33,8 @@ const STATUS_TABLE: &[(ErrorKind, u32, u32, u32)] = &[
     (ErrorKind::BufferTooSmall, 0xC000_0023, 122, 10014),
 ];
 
+backend_test! {
 /// §1.8: every operation status the library maps carries its NTSTATUS and both Windows codes.
-#[test]
 fn status_kinds_carry_the_three_views_of_the_spec_table() {
     for &(kind, nt, win32, wsa) in STATUS_TABLE {
         let e = Error::new(kind);
@@ -47,12 +48,13 @@ fn status_kinds_carry_the_three_views_of_the_spec_table() {
     let eof = Error::new(ErrorKind::EndOfFile);
     assert_eq!((eof.ntstatus(), eof.win32_error()), (Some(0xC000_0011), 38));
 }
+}
 
+backend_test! {
 /// §1.8, GQ-3, GQ-4, CN-2, GR-1: the wait and lookup results have their Win32 codes:
 /// `WAIT_TIMEOUT` 258, `ERROR_ABANDONED_WAIT_0` 735, `ERROR_NOT_FOUND` 1168,
 /// `WSA_IO_INCOMPLETE` / `ERROR_IO_INCOMPLETE` 996 (the same code in both views). None is an
 /// operation status other than `STATUS_PENDING` for the incomplete case.
-#[test]
 fn wait_and_lookup_kinds_carry_their_win32_codes() {
     assert_eq!(Error::new(ErrorKind::Timeout).win32_error(), 258);
     assert_eq!(Error::new(ErrorKind::PortClosed).win32_error(), 735);
@@ -67,15 +69,17 @@ fn wait_and_lookup_kinds_carry_their_win32_codes() {
     // Timeout (258) is not the port-closed code (735): the two GQ-3 / GQ-4 results differ.
     assert_ne!(Error::new(ErrorKind::Timeout), Error::new(ErrorKind::PortClosed));
 }
+}
 
+backend_test! {
 /// GR-1, FI-4: a record that has never completed reports `WSA_IO_INCOMPLETE` and 0 bytes.
-#[test]
 fn a_never_issued_record_reports_io_incomplete() {
     let ov = Overlapped::with_buffers((), vec![0u8; 8]);
     assert!(!ov.is_completed());
     let e = ov.result().expect_err("nothing completed");
     assert_eq!((e.kind(), e.win32_error(), e.wsa_error()), (ErrorKind::IoIncomplete, 996, 996));
     assert_eq!(ov.bytes_transferred(), 0);
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -86,9 +90,9 @@ fn a_never_issued_record_reports_io_incomplete() {
 /// view.
 type ErrnoRow = (i32, ErrorKind, Option<u32>, Option<u32>, u32);
 
+backend_test! {
 /// §8.3: errno → kind and its codes (the NTSTATUS where the spec names one), and the errno is
 /// kept.
-#[test]
 fn errno_maps_as_spec_8_3_says_and_keeps_the_errno() {
     let rows: &[ErrnoRow] = &[
         (libc::ECONNRESET, ErrorKind::ConnectionReset, Some(0xC000_020D), Some(64), 10054),
@@ -128,13 +132,15 @@ fn errno_maps_as_spec_8_3_says_and_keeps_the_errno() {
     assert!(matches!(epipe.kind(), ErrorKind::ConnectionReset | ErrorKind::Shutdown), "EPIPE: {epipe}");
     assert_eq!(epipe.raw_os_error(), Some(libc::EPIPE));
 }
+}
 
+backend_test! {
 /// §8.3: `EFAULT` → `WSAEFAULT` (10014).
-#[test]
 fn efault_maps_to_wsaefault() {
     let e = Error::from_errno(libc::EFAULT);
     assert_eq!(e.wsa_error(), 10014, "EFAULT: {e}");
     assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,9 +149,9 @@ fn efault_maps_to_wsaefault() {
 
 fn is_std_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
 
+backend_test! {
 /// `Error` is a `std::error::Error` (usable with `?` into `Box<dyn Error>`), and its message
 /// names the Windows codes.
-#[test]
 fn error_is_a_std_error_whose_display_names_the_codes() {
     let aborted = Error::new(ErrorKind::ConnectionAborted);
     is_std_error(&aborted);
@@ -171,9 +177,10 @@ fn error_is_a_std_error_whose_display_names_the_codes() {
     is_std_error(&rejected);
     assert_eq!(Error::from(rejected).kind(), ErrorKind::NotSocket);
 }
+}
 
+backend_test! {
 /// `Error` converts into `std::io::Error` keeping the errno it came from (and back).
-#[test]
 fn error_converts_to_io_error_keeping_the_errno() {
     for errno in [libc::ECONNRESET, libc::ECONNREFUSED, libc::ENOTCONN, libc::EADDRINUSE, libc::EINVAL] {
         let io: std::io::Error = Error::from_errno(errno).into();
@@ -189,6 +196,7 @@ fn error_converts_to_io_error_keeping_the_errno() {
     let io: std::io::Error = Error::new(ErrorKind::PortClosed).into();
     assert_eq!(io.raw_os_error(), None);
     assert!(io.to_string().contains("735"), "{io}");
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,9 +258,9 @@ fn peer_of(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+backend_test! {
 /// 1.5, AX-1, CX-1, DX-1: every operation on a closed socket is refused with `WSAENOTSOCK`
 /// (10038), hands its record back, and queues nothing.
-#[test]
 fn operations_on_a_closed_socket_are_refused_with_not_socket() {
     let port = port::<String>(0);
     let (tcp, _client) = tcp_pair(&port, 1);
@@ -280,11 +288,12 @@ fn operations_on_a_closed_socket_are_refused_with_not_socket() {
     assert_eq!(e.wsa_error(), 10038, "WSAENOTSOCK");
     assert_quiet(&port);
 }
+}
 
+backend_test! {
 /// CP-4: a socket belongs to one port. A second association, with another port or the same
 /// one, fails with `ERROR_INVALID_PARAMETER` (87) and leaves the first intact: packets still
 /// go to the first port, with the first key.
-#[test]
 fn a_second_association_fails_and_the_first_port_keeps_working() {
     let first = port::<String>(0);
     let second = port::<String>(0);
@@ -305,10 +314,11 @@ fn a_second_association_fails_and_the_first_port_keeps_working() {
     assert_eq!(c.overlapped.unwrap().context(), "after");
     assert_quiet(&second);
 }
+}
 
+backend_test! {
 /// RV-2, 1.5: send, recv, recv_from and send_to with no buffers at all fail with `WSAEINVAL`
 /// and queue nothing; the socket is unaffected (a proper receive afterwards works).
-#[test]
 fn empty_buffer_lists_are_invalid_for_send_and_receive() {
     let port = port::<String>(0);
     let (tcp, mut client) = tcp_pair(&port, 1);
@@ -334,12 +344,13 @@ fn empty_buffer_lists_are_invalid_for_send_and_receive() {
     assert_eq!((c.key, c.result().unwrap()), (1, 3));
     assert_quiet(&port);
 }
+}
 
+backend_test! {
 /// CX-1, 1.5: connect needs a bound, unconnected, non-listening stream socket. Unbound →
 /// `WSAEINVAL` (and no connection attempt is made), connected → `WSAEISCONN` (10056),
 /// listening → `WSAEINVAL`; the record comes back and nothing is queued. Once bound, the same
 /// socket connects.
-#[test]
 fn connect_requires_a_bound_unconnected_socket() {
     let port = port::<String>(0);
     let target = TcpListener::bind(loopback()).unwrap();
@@ -377,10 +388,11 @@ fn connect_requires_a_bound_unconnected_socket() {
     assert_eq!(c.result().unwrap(), 0);
     assert_eq!(c.overlapped.unwrap().context(), "bound");
 }
+}
 
+backend_test! {
 /// AX-2, 1.5: accept on a socket that is not listening (fresh, bound, or connected) fails
 /// with `WSAEINVAL`, hands the record back and queues nothing; after `listen` it pends.
-#[test]
 fn accept_requires_a_listening_socket() {
     let port = port::<String>(0);
     let fresh = Socket::tcp_for(&loopback()).unwrap();
@@ -406,12 +418,13 @@ fn accept_requires_a_listening_socket() {
     assert_eq!(c.key, 2);
     assert_eq!(c.status.unwrap_err().kind(), ErrorKind::OperationAborted);
 }
+}
 
+backend_test! {
 /// DX-1, 1.5: disconnect on a socket that is not connected (fresh, bound, listening) fails
 /// with `WSAENOTCONN` (10057), hands the record back and queues nothing. A UDP socket is
 /// refused too (stream sockets only). On a connected socket it pends and completes with 0
 /// bytes (DX-2).
-#[test]
 fn disconnect_requires_a_connected_socket() {
     let port = port::<String>(0);
     let fresh = Socket::tcp_for(&loopback()).unwrap();
@@ -440,11 +453,12 @@ fn disconnect_requires_a_connected_socket() {
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (5, 0));
 }
+}
 
+backend_test! {
 /// 1.7 row 4: a socket associated with no port completes through the record's event and the
 /// caller's handle, not a port. Associating it afterwards brings no stale packet for those
 /// operations, and later operations go to the port.
-#[test]
 fn operations_on_an_unassociated_socket_complete_through_their_handle() {
     let port = port::<String>(0);
     let listener = TcpListener::bind(loopback()).unwrap();
@@ -467,11 +481,12 @@ fn operations_on_an_unassociated_socket_complete_through_their_handle() {
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (9, 1));
 }
+}
 
+backend_test! {
 /// Library decision: a port carries one context type; an operation whose record has another
 /// context type on a socket of that port is refused with `WSAEINVAL`, and its record (with its
 /// own context and buffers) comes back. Nothing is queued and the socket keeps working.
-#[test]
 fn operations_with_another_context_type_than_the_port_are_refused() {
     let port = port::<String>(0);
     let (sock, mut client) = tcp_pair(&port, 4);
@@ -495,11 +510,12 @@ fn operations_with_another_context_type_than_the_port_are_refused() {
     let c = next(&port);
     assert_eq!((c.key, c.result().unwrap()), (4, 1));
 }
+}
 
+backend_test! {
 /// CX-1, 1.5, GQ-2: connect from a bound IPv4 socket to an IPv6 address fails cleanly — either
 /// refused at the call (record back, no packet), or one failed completion — with an error,
 /// never a panic.
-#[test]
 fn connect_to_an_address_of_the_wrong_family_fails_cleanly() {
     let port: CompletionPort<String> = port(0);
     let sock = Socket::tcp_for(&loopback()).unwrap();
@@ -522,4 +538,5 @@ fn connect_to_an_address_of_the_wrong_family_fails_cleanly() {
         }
         Ok(Issued::Completed(_) | Issued::Event(_)) => panic!("connect never completes at once (CX-4)"),
     }
+}
 }

@@ -5,6 +5,7 @@
 //! (`WSAWaitForMultipleEvents` + `WSAGetOverlappedResult`). Every test names the rule ids it
 //! checks; every wait is bounded.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -233,19 +234,21 @@ fn recv_resets_then_sets(addr: SocketAddr) {
     assert!(ev.is_set(), "EV-2: a manual-reset event stays signalled after the result was read");
 }
 
-#[test]
+backend_test! {
 fn ev2_recv_resets_event_at_issue_and_sets_it_on_data_v4() {
     recv_resets_then_sets(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn ev2_recv_resets_event_at_issue_and_sets_it_on_data_v6() {
     recv_resets_then_sets(loopback_v6());
 }
+}
 
+backend_test! {
 /// 1.4 / EV-2: a send on a connected socket (completes at once) still signals its event; the
 /// result is there with overlapped_result(false); the peer receives the bytes.
-#[test]
 fn ev2_1_4_immediate_send_still_sets_the_event() {
     let (s, mut client) = pair();
     let ev = Event::new();
@@ -259,10 +262,11 @@ fn ev2_1_4_immediate_send_still_sets_the_event() {
     client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"send now");
 }
+}
 
+backend_test! {
 /// 1.4 / EV-2: a receive issued when data is already buffered still signals its event, and the
 /// data is in the record.
-#[test]
 fn ev2_1_4_recv_with_data_already_buffered_sets_the_event() {
     let (s, mut client) = pair();
     client.write_all(b"ready").unwrap();
@@ -273,6 +277,7 @@ fn ev2_1_4_recv_with_data_already_buffered_sets_the_event() {
     let ov = result_now(&mut io, "1.4 recv");
     assert_eq!(ok_bytes(&ov, "recv"), 5);
     assert_eq!(ov.buffers().gather(5), b"ready");
+}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -302,8 +307,8 @@ fn rejected_quietly(ev: &Event, ctx: u32, lens: &[usize], r: IssueResult<u32>, w
     }
 }
 
+backend_test! {
 /// 1.5 / RV-2: a receive with no buffers is rejected with WSAEINVAL; the reset event stays reset.
-#[test]
 fn rule_1_5_empty_buffer_list_is_rejected_and_sets_nothing() {
     let (s, _client) = pair();
     let ev = Event::new();
@@ -315,9 +320,10 @@ fn rule_1_5_empty_buffer_list_is_rejected_and_sets_nothing() {
     let e = rejected_quietly(&ev, 12, &[], s.send(ov, MsgFlags::NONE), "send with no buffers");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
+}
 
+backend_test! {
 /// 1.5 / GR-4: operations on a closed socket are rejected with WSAENOTSOCK; nothing is signalled.
-#[test]
 fn rule_1_5_ops_on_a_closed_socket_are_rejected_with_not_socket() {
     let (s, _client) = pair();
     s.close().unwrap();
@@ -329,10 +335,11 @@ fn rule_1_5_ops_on_a_closed_socket_are_rejected_with_not_socket() {
     let e = rejected_quietly(&ev, 22, &[4], s.send(ov, MsgFlags::NONE), "send");
     assert_eq!(e.kind(), ErrorKind::NotSocket, "{e}");
 }
+}
 
+backend_test! {
 /// 1.5 / CX-1: ConnectEx on an unbound socket is rejected with WSAEINVAL; nothing is signalled
 /// and nothing connects.
-#[test]
 fn rule_1_5_connect_on_an_unbound_socket_is_rejected_and_sets_nothing() {
     let listener = TcpListener::bind(loopback()).unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -344,15 +351,16 @@ fn rule_1_5_connect_on_an_unbound_socket_is_rejected_and_sets_nothing() {
     assert_eq!(e.wsa_error(), 10022, "WSAEINVAL");
     assert!(listener.accept().is_err(), "1.5: the rejected connect did not connect");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // GR-1..GR-3: WSAGetOverlappedResult
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// GR-1: overlapped_result(false) on a pending operation fails with WSA_IO_INCOMPLETE (996), as
 /// often as it is asked, and the handle stays usable: after the data comes it returns the
 /// record; a further call fails with InvalidArgument (the record was taken).
-#[test]
 fn gr1_result_without_wait_on_pending_op_is_io_incomplete() {
     let (s, mut client) = pair();
     let ev = Event::new();
@@ -373,10 +381,11 @@ fn gr1_result_without_wait_on_pending_op_is_io_incomplete() {
     assert_eq!(ov.buffers().gather(5), b"later");
     assert_taken(&mut io);
 }
+}
 
+backend_test! {
 /// GR-2: overlapped_result(true) on a pending operation blocks until it completes: here until
 /// another thread sends the data, then it returns the record with the data.
-#[test]
 fn gr2_result_with_wait_blocks_until_another_thread_sends() {
     let (s, client) = pair();
     let ev = Event::new();
@@ -401,11 +410,12 @@ fn gr2_result_with_wait_blocks_until_another_thread_sends() {
     assert_taken(&mut io);
     drop(sender.join().unwrap());
 }
+}
 
+backend_test! {
 /// GR-3 / SK-2 / 1.8: a receive failed by a peer reset (SO_LINGER {1,0} close) is still handed
 /// back by overlapped_result (Ok(record)), with the error in the record: WSAECONNRESET 10054 /
 /// ERROR_NETNAME_DELETED 64, 0 bytes; a second call fails with InvalidArgument.
-#[test]
 fn gr3_peer_reset_is_connection_reset_in_the_record() {
     let (s, client) = pair();
     let ev = Event::new();
@@ -419,6 +429,7 @@ fn gr3_peer_reset_is_connection_reset_in_the_record() {
     assert_eq!(ov.bytes_transferred(), 0);
     assert_eq!(*ov.context(), 8);
     assert_taken(&mut io);
+}
 }
 
 /// GR-3 / RV-3 / 1.6: a datagram larger than the receive buffer: the completion is delivered
@@ -442,19 +453,21 @@ fn truncated_datagram(addr: SocketAddr) {
     assert_taken(&mut io);
 }
 
-#[test]
+backend_test! {
 fn gr3_truncated_datagram_is_message_too_long_with_bytes_kept_v4() {
     truncated_datagram(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn gr3_truncated_datagram_is_message_too_long_with_bytes_kept_v6() {
     truncated_datagram(loopback_v6());
 }
+}
 
+backend_test! {
 /// UDP over the event path: send_to completes through its event and recv_from reports the
 /// sender (1.4, EV-2, 1.7 row 4).
-#[test]
 fn ev2_udp_send_to_and_recv_from_through_events() {
     let a = Socket::from(UdpSocket::bind(loopback()).unwrap());
     let b = Socket::from(UdpSocket::bind(loopback()).unwrap());
@@ -472,15 +485,16 @@ fn ev2_udp_send_to_and_recv_from_through_events() {
     assert_eq!(ov.peer_addr(), Some(a.local_addr().unwrap()));
     assert!(!ov.flags().contains(MsgFlags::TRUNC));
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // EV-3, EV-4
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// EV-4 / WE-3: an auto-reset event consumed by a wait is no longer signalled, yet
 /// overlapped_result(true) on the completed operation returns at once (it only waits while the
 /// operation is pending).
-#[test]
 fn ev4_auto_reset_event_consumed_then_result_with_wait_returns() {
     let (s, mut client) = pair();
     let ev = Event::auto(false);
@@ -497,10 +511,11 @@ fn ev4_auto_reset_event_consumed_then_result_with_wait_returns() {
     assert_eq!(ov.buffers().gather(4), b"auto");
     assert!(!ev.is_set(), "reading the result does not signal the event");
 }
+}
 
+backend_test! {
 /// EV-3 / 1.7 row 4 / GR-2: no event and no port: the operation still completes and
 /// overlapped_result(true) waits for it (on the "socket handle") and returns it.
-#[test]
 fn ev3_no_event_no_port_result_with_wait_still_waits() {
     let (s, mut client) = pair();
     let ov = Overlapped::with_buffers(12u32, BufList::with_capacity(32));
@@ -520,14 +535,15 @@ fn ev3_no_event_no_port_result_with_wait_still_waits() {
     assert!(ov.event().is_none());
     assert_taken(&mut io);
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // SK-1, SK-3 / ZB-1
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// SK-1: the peer's graceful close completes a pending receive successfully with 0 bytes
 /// (event set), and a receive issued afterwards (re-using the record) too.
-#[test]
 fn sk1_peer_close_completes_pending_recv_with_zero_bytes() {
     let (s, client) = pair();
     let ev = Event::new();
@@ -543,12 +559,13 @@ fn sk1_peer_close_completes_pending_recv_with_zero_bytes() {
     assert_eq!(ok_bytes(&result_now(&mut io, "SK-1 again"), "recv at EOF"), 0);
     drop(client);
 }
+}
 
+backend_test! {
 /// ZB-1 / SK-3: a zero-length receive pends until data is available, completes with 0 bytes
 /// through its event without consuming the data; the follow-up normal receive gets the data.
 /// After the peer's close, the zero-byte receive completes with 0 again, and the follow-up
 /// normal receive's 0 is what tells EOF.
-#[test]
 fn zb1_sk3_zero_byte_recv_idiom_on_the_event_path() {
     let (s, mut client) = pair();
     let ev = Event::new();
@@ -576,16 +593,17 @@ fn zb1_sk3_zero_byte_recv_idiom_on_the_event_path() {
     signaled(&ev2, "SK-1: the follow-up receive");
     assert_eq!(ok_bytes(&result_now(&mut io, "SK-1"), "recv at EOF"), 0, "SK-3: the normal receive reads EOF");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Many events (WE-3)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// EV-2 / WE-3 / 1.7 row 4: 100 sockets, each with a pending receive and its own event, waited
 /// with wait_for_events over more than 64 events (no 64 limit in this library): each wake-up's
 /// index is a signalled event whose operation is complete and belongs to that socket; every
 /// completion is found exactly once and every byte checked. Data is sent in reverse order.
-#[test]
 fn we3_many_sockets_each_with_its_own_event_over_more_than_64_events() {
     const N: usize = 100;
     const LEN: usize = 48;
@@ -643,15 +661,16 @@ fn we3_many_sockets_each_with_its_own_event_over_more_than_64_events() {
         other => panic!("all done, yet the wait gave {other:?}"),
     }
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // AcceptEx, ConnectEx, DisconnectEx on the event path
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AX-4 / AX-8 / 1.7 row 4: an accept on a listener associated with no port, with an event:
 /// it pends until a client connects, then sets the event; the record gives the accepted socket
 /// with the client's addresses, and that socket works for event receives too.
-#[test]
 fn ax4_accept_on_unassociated_listener_completes_through_its_event() {
     let listener = Socket::listen_tcp(loopback(), 16).unwrap();
     let ev = Event::manual(true);
@@ -678,10 +697,11 @@ fn ax4_accept_on_unassociated_listener_completes_through_its_event() {
     assert_eq!(ok_bytes(&r, "recv"), 8);
     assert_eq!(r.buffers().gather(8), b"accepted");
 }
+}
 
+backend_test! {
 /// AX-4: an accept with a receive buffer on the event path completes only once data arrives,
 /// with that data.
-#[test]
 fn ax4_accept_with_buffer_through_its_event_waits_for_data() {
     let listener = Socket::listen_tcp(loopback(), 16).unwrap();
     let ev = Event::new();
@@ -695,6 +715,7 @@ fn ax4_accept_with_buffer_through_its_event_waits_for_data() {
     assert_eq!(ok_bytes(&ov, "accept"), 5);
     assert_eq!(ov.buffers().gather(5), b"first");
     assert!(ov.take_accepted().is_some());
+}
 }
 
 /// CX-2 / 1.7 row 4: ConnectEx with data on a bound socket associated with no port completes
@@ -721,19 +742,21 @@ fn connect_with_data(addr: SocketAddr) {
     assert_eq!(got, b"hello connectex");
 }
 
-#[test]
+backend_test! {
 fn cx2_connect_with_data_through_its_event_v4() {
     connect_with_data(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn cx2_connect_with_data_through_its_event_v6() {
     connect_with_data(loopback_v6());
 }
+}
 
+backend_test! {
 /// CX-3: a refused ConnectEx on the event path sets the event; the record holds
 /// WSAECONNREFUSED 10061 / ERROR_CONNECTION_REFUSED 1225.
-#[test]
 fn cx3_refused_connect_through_its_event() {
     let l = TcpListener::bind(loopback()).unwrap();
     let to = l.local_addr().unwrap();
@@ -746,10 +769,11 @@ fn cx3_refused_connect_through_its_event() {
     let ov = result_now(&mut io, "refused connect");
     assert_error(op_error(&ov, "refused connect"), ErrorKind::ConnectionRefused, 1225, 10061);
 }
+}
 
+backend_test! {
 /// DX-2 / DX-3 / CN-8: DisconnectEx on the event path completes with 0 bytes through its event,
 /// and the peer reads EOF.
-#[test]
 fn dx2_disconnect_through_its_event_and_the_peer_reads_eof() {
     let (s, mut client) = pair();
     let ev = Event::manual(true);
@@ -761,14 +785,15 @@ fn dx2_disconnect_through_its_event_and_the_peer_reads_eof() {
     client.read_to_end(&mut got).unwrap();
     assert!(got.is_empty(), "DX-3: the peer reads EOF");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Ports and events (1.7 rows 2 and 3, NM-1, NM-2, IO-1)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// 1.7 row 2 / EV-2: on a socket associated with a port, a record with an event (low bit clear)
 /// returns Issued::Pending; the completion queues a packet with the record AND sets the event.
-#[test]
 fn row2_associated_socket_with_event_queues_packet_and_sets_event() {
     let p: CompletionPort<u32> = port(2);
     let (s, mut client) = tcp_pair(&p, 5);
@@ -794,11 +819,12 @@ fn row2_associated_socket_with_event_queues_packet_and_sets_event() {
     signaled(&ev, "1.7 row 2: the event is set as well as the packet queued");
     assert_quiet(&p);
 }
+}
 
+backend_test! {
 /// 1.7 row 3 / IO-1: set_event_only (hEvent low bit set) on an associated socket: the op
 /// returns Issued::Event, the completion sets the event and queues NO packet; the result comes
 /// through overlapped_result.
-#[test]
 fn row3_set_event_only_on_associated_socket_sets_event_and_queues_no_packet() {
     let p: CompletionPort<u32> = port(2);
     let (s, mut client) = tcp_pair(&p, 6);
@@ -821,6 +847,7 @@ fn row3_set_event_only_on_associated_socket_sets_event_and_queues_no_packet() {
     assert_eq!(ok_bytes(&result_now(&mut io, "send"), "send"), 3);
     assert_quiet(&p);
 }
+}
 
 fn ov_with_bytes_event_only(ctx: u32, data: &[u8], ev: &Event) -> Overlapped<u32> {
     let mut ov = Overlapped::with_buffers(ctx, data.to_vec());
@@ -828,11 +855,11 @@ fn ov_with_bytes_event_only(ctx: u32, data: &[u8], ev: &Event) -> Overlapped<u32
     ov
 }
 
+backend_test! {
 /// NM-2 / NM-1 / 1.4: skip-on-success mode (set before association, and again: flags
 /// accumulate) on an associated socket with an event: an immediately successful send returns
 /// Issued::Completed, queues no packet, and still sets the event; a pending receive still
 /// queues its packet and sets its event.
-#[test]
 fn nm2_skip_mode_immediate_send_returns_completed_and_sets_event() {
     let p: CompletionPort<u32> = port(2);
     let (s, mut client) = pair();
@@ -869,15 +896,16 @@ fn nm2_skip_mode_immediate_send_returns_completed_and_sets_event() {
     signaled(&ev2, "NM-2: and sets its event");
     assert_quiet(&p);
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Cancellation and close (§5)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CN-2 / CN-3: CancelIoEx(socket, ov) on a pending event receive: the event is set and the
 /// record holds WSA_OPERATION_ABORTED (995), 0 bytes; cancelling it again finds nothing
 /// (ERROR_NOT_FOUND 1168).
-#[test]
 fn cn3_cancel_pending_event_recv_sets_event_with_operation_aborted() {
     let (s, _client) = pair();
     let ev = Event::new();
@@ -894,10 +922,11 @@ fn cn3_cancel_pending_event_recv_sets_event_with_operation_aborted() {
         Ok(()) => panic!("CN-2: nothing pending any more, yet something was cancelled"),
     }
 }
+}
 
+backend_test! {
 /// CN-2: CancelIoEx(socket, NULL) cancels every pending event operation of the socket; each
 /// event is set and each record holds WSA_OPERATION_ABORTED.
-#[test]
 fn cn2_cancel_all_cancels_every_pending_event_op() {
     let (s, _client) = pair();
     let events: Vec<Event> = (0..3).map(|_| Event::new()).collect();
@@ -912,10 +941,11 @@ fn cn2_cancel_all_cancels_every_pending_event_op() {
         assert_eq!(op_error(&ov, "cancel_all").kind(), ErrorKind::OperationAborted);
     }
 }
+}
 
+backend_test! {
 /// CN-5: closing a connected TCP socket with a pending event receive completes it: the event is
 /// set and the record holds WSAECONNABORTED 10053 / ERROR_CONNECTION_ABORTED 1236.
-#[test]
 fn cn5_close_with_pending_event_recv_is_connection_aborted() {
     let (s, mut client) = pair();
     let ev = Event::new();
@@ -933,11 +963,12 @@ fn cn5_close_with_pending_event_recv_is_connection_aborted() {
         other => panic!("the peer should see the close, got {other:?}"),
     }
 }
+}
 
+backend_test! {
 /// 1.9 / CN-3 / CN-5: dropping the PendingIo of a pending operation is safe: the record (which
 /// the kernel may still write) lives on; closing the socket then completes the operation and
 /// frees the record (its context's Drop runs exactly once), without a crash.
-#[test]
 fn dropped_pending_io_then_close_frees_the_record() {
     let (s, _client) = pair();
     let drops = Arc::new(AtomicUsize::new(0));
@@ -953,10 +984,11 @@ fn dropped_pending_io_then_close_frees_the_record() {
     thread::sleep(QUIET);
     assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped exactly once");
 }
+}
 
+backend_test! {
 /// 1.9 / EV-2: dropping the PendingIo of a pending operation that then completes normally: the
 /// data is consumed by the operation, its event set, and its record freed.
-#[test]
 fn dropped_pending_io_then_completion_frees_the_record() {
     let (s, mut client) = pair();
     let drops = Arc::new(AtomicUsize::new(0));
@@ -976,15 +1008,16 @@ fn dropped_pending_io_then_completion_frees_the_record() {
     drop(ov);
     assert_eq!(drops.load(Ordering::SeqCst), 2);
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Re-issuing a record with its event
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// EV-2 / 1.9: a completed record keeps its event (like hEvent in the OVERLAPPED) and its
 /// identity; re-issued (as a receive, then as a send), the same event is reset at issue and set
 /// at completion each time.
-#[test]
 fn ev2_record_with_its_event_can_be_reissued() {
     let (s, mut client) = pair();
     let ev = Event::new();
@@ -1022,10 +1055,11 @@ fn ev2_record_with_its_event_can_be_reissued() {
     client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"three");
 }
+}
 
+backend_test! {
 /// set_event(None) detaches the event: the next operation neither resets nor sets it (EV-3:
 /// no event), yet completes and is fetched with overlapped_result(true).
-#[test]
 fn ev3_set_event_none_detaches_the_event() {
     let (s, mut client) = pair();
     let ev = Event::manual(true);
@@ -1042,14 +1076,15 @@ fn ev3_set_event_none_detaches_the_event() {
     assert_eq!(ov.buffers().gather(ok_bytes(&ov, "recv")), b"bare");
     stays_unset(&ev, "a detached event is not set at completion");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // More of §1 and §5 on the event path
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// 1.11: on an overlapped socket with FIONBIO set, an overlapped receive still pends (never
 /// WSAEWOULDBLOCK) and completes through its event when data comes.
-#[test]
 fn rule_1_11_nonblocking_socket_overlapped_recv_still_pends() {
     let (s, mut client) = pair();
     s.sock_ref().set_nonblocking(true).unwrap();
@@ -1065,10 +1100,11 @@ fn rule_1_11_nonblocking_socket_overlapped_recv_still_pends() {
     let ov = result_now(&mut io, "1.11");
     assert_eq!(ov.buffers().gather(ok_bytes(&ov, "recv")), b"nb");
 }
+}
 
+backend_test! {
 /// 1.12: SO_RCVTIMEO does not apply to an overlapped receive: it stays pending past the
 /// timeout and then completes with the data.
-#[test]
 fn rule_1_12_receive_timeout_does_not_apply_to_overlapped_recv() {
     let (s, mut client) = pair();
     s.sock_ref().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
@@ -1081,11 +1117,12 @@ fn rule_1_12_receive_timeout_does_not_apply_to_overlapped_recv() {
     let ov = result_now(&mut io, "1.12");
     assert_eq!(ov.buffers().gather(ok_bytes(&ov, "recv")), b"late", "1.12: success, not WSAETIMEDOUT");
 }
+}
 
+backend_test! {
 /// CN-4 / CN-3: a pending event accept is cancelled through the listener; AX-9 / CN-5: closing
 /// the listener completes another pending accept with WSA_OPERATION_ABORTED (995); both set
 /// their events.
-#[test]
 fn cn4_cn5_pending_event_accept_cancelled_or_listener_closed_is_operation_aborted() {
     let listener = Socket::listen_tcp(loopback(), 16).unwrap();
     let ev = Event::new();
@@ -1105,10 +1142,11 @@ fn cn4_cn5_pending_event_accept_cancelled_or_listener_closed_is_operation_aborte
     assert_error(op_error(&ov, "accept of a closed listener"), ErrorKind::OperationAborted, 995, 995);
     assert!(ov.take_accepted().is_none());
 }
+}
 
+backend_test! {
 /// CN-1: CancelIo cancels only the operations the calling thread issued on the socket: a
 /// receive issued by another (still running) thread stays pending until that thread cancels.
-#[test]
 fn cn1_cancel_io_cancels_only_this_threads_event_ops() {
     let (s, _client) = pair();
     let (ev_main, ev_other) = (Event::new(), Event::new());
@@ -1141,11 +1179,12 @@ fn cn1_cancel_io_cancels_only_this_threads_event_ops() {
     let ov = result_now(&mut theirs, "CancelIo on the other thread");
     assert_eq!(op_error(&ov, "CancelIo").kind(), ErrorKind::OperationAborted);
 }
+}
 
+backend_test! {
 /// CN-7: shutdown(SD_RECEIVE) does not abort an event receive already pending: it completes
 /// with data sent later; a new receive is rejected with WSAESHUTDOWN (10058) and signals
 /// nothing (1.5).
-#[test]
 fn cn7_shutdown_read_keeps_the_pending_event_recv() {
     let (s, mut client) = pair();
     let ev = Event::new();
@@ -1162,15 +1201,16 @@ fn cn7_shutdown_read_keeps_the_pending_event_recv() {
     let ov = result_now(&mut io, "CN-7");
     assert_eq!(ov.buffers().gather(ok_bytes(&ov, "recv")), b"after");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Thread exit (TE-1)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// TE-1: an event operation (no port) still pending when its issuing thread exits is cancelled:
 /// its event is set and the record holds WSA_OPERATION_ABORTED; the handle, passed to another
 /// thread, still gives the result.
-#[test]
 fn te1_event_op_of_an_exited_thread_is_cancelled_and_notified() {
     let (s, _client) = pair();
     let ev = Event::new();
@@ -1184,12 +1224,13 @@ fn te1_event_op_of_an_exited_thread_is_cancelled_and_notified() {
     assert_error(op_error(&ov, "TE-1"), ErrorKind::OperationAborted, 995, 995);
     assert_eq!(*ov.context(), 50);
 }
+}
 
+backend_test! {
 /// TE-1 / 1.7 row 2: on a port-associated socket, an operation WITH an event (low bit clear)
 /// still pending when its issuing thread exits is cancelled: its packet comes with
 /// WSA_OPERATION_ABORTED (995) and its event is set. (Only port operations with no event
 /// survive thread exit.)
-#[test]
 fn te1_port_op_with_event_is_cancelled_at_thread_exit() {
     let p: CompletionPort<u32> = port(2);
     let (s, _client) = tcp_pair(&p, 9);
@@ -1211,10 +1252,11 @@ fn te1_port_op_with_event_is_cancelled_at_thread_exit() {
     signaled(&ev, "TE-1: its event is set too");
     assert_quiet(&p);
 }
+}
 
+backend_test! {
 /// TE-1: on a port-associated socket, an operation with no event survives its issuing thread's
 /// exit and completes with its data through the port.
-#[test]
 fn te1_port_op_without_event_survives_thread_exit() {
     let p: CompletionPort<u32> = port(2);
     let (s, mut client) = tcp_pair(&p, 10);
@@ -1237,4 +1279,5 @@ fn te1_port_op_without_event_survives_thread_exit() {
     let ov = c.overlapped.expect("the packet carries the record");
     assert_eq!(*ov.context(), 52);
     assert_eq!(ov.buffers().gather(8), b"survivor");
+}
 }

@@ -5,27 +5,27 @@
 //! starts tests, and is not counted).
 
 #![allow(unsafe_code)] // a counting global allocator needs `unsafe impl GlobalAlloc`
+#[macro_use]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use overlapped::{BufList, MsgFlags, Overlapped};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     /// Set on the thread whose allocations are counted.
     static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// That thread's allocations.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count() {
     if COUNTED.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -73,7 +73,7 @@ fn round_trip(
     ov
 }
 
-#[test]
+backend_test! {
 fn steady_state_echo_allocates_nothing_per_operation() {
     COUNTED.with(|c| c.set(true));
     let port = common::port::<u8>(1);
@@ -84,11 +84,12 @@ fn steady_state_echo_allocates_nothing_per_operation() {
     for _ in 0..200 {
         ov = round_trip(&port, &server, &mut client, ov, &msg, &mut back);
     }
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = ALLOCATIONS.with(Cell::get);
     for _ in 0..1000 {
         ov = round_trip(&port, &server, &mut client, ov, &msg, &mut back);
     }
-    let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    let allocated = ALLOCATIONS.with(Cell::get) - before;
     assert_eq!(back, msg);
     assert_eq!(allocated, 0, "{allocated} heap allocations in 2000 steady-state operations");
+}
 }

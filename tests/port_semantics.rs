@@ -2,6 +2,7 @@
 //! `get` / `get_many` / `post` results, the concurrency and LIFO wake-up rules with real
 //! threads, FIFO ordering, skip-on-success mode, and what a closed port does.
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -208,9 +209,9 @@ fn sorted(evs: Vec<Ev>) -> Vec<String> {
 // 2.1 Creation and association
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CP-5: a concurrency value of 0 means the number of processors (spec §8.4.2: the
 /// process's available parallelism), both as reported and in how many threads run at once.
-#[test]
 fn cp5_concurrency_zero_is_number_of_cpus() {
     let cpus = thread::available_parallelism().unwrap().get();
     let p: CompletionPort<u32> = CompletionPort::new(0).unwrap();
@@ -248,11 +249,12 @@ fn cp5_concurrency_zero_is_number_of_cpus() {
     }
     drop(workers);
 }
+}
 
+backend_test! {
 /// CP-4: a socket can be associated with one port only; a second association, with the same
 /// or another port, fails (`ERROR_INVALID_PARAMETER`) and leaves the first one in force, key
 /// included.
-#[test]
 fn cp4_second_association_fails_and_first_stays() {
     let p1: CompletionPort<u32> = port(4);
     let p2: CompletionPort<u32> = port(4);
@@ -278,10 +280,11 @@ fn cp4_second_association_fails_and_first_stays() {
     assert_quiet(&p2);
     assert_quiet(&p1);
 }
+}
 
+backend_test! {
 /// CP-6: the key fixed at association accompanies every packet of that socket, and the record
 /// in the packet is exactly the one the operation was issued with.
-#[test]
 fn cp6_key_and_record_accompany_every_packet() {
     let p: CompletionPort<u32> = port(4);
     let (a, mut a_peer) = tcp_pair(&p, 7);
@@ -320,13 +323,14 @@ fn cp6_key_and_record_accompany_every_packet() {
     assert_eq!(seen, [1, 2, 3, 4]);
     assert_quiet(&p);
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2.3 GetQueuedCompletionStatus results
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// GQ-1: a successful packet: status Ok, the byte count, the key and the record with the data.
-#[test]
 fn gq1_success_packet() {
     let p: CompletionPort<u32> = port(2);
     let (server, mut client) = tcp_pair(&p, 5);
@@ -346,11 +350,12 @@ fn gq1_success_packet() {
     assert_eq!(ov.buffers().total_len(), 5, "the receive extended the buffer by what it wrote");
     assert_eq!(ov.buffers()[0].capacity(), 32, "the buffers come back whole");
 }
+}
 
+backend_test! {
 /// GQ-2: a failed operation comes back as a packet with its error (port view 64
 /// `ERROR_NETNAME_DELETED`, Winsock view 10054 `WSAECONNRESET` for a reset), its key, and its
 /// record with the buffers.
-#[test]
 fn gq2_failed_operation_returns_error_and_record() {
     let p: CompletionPort<u32> = port(2);
     let (server, client) = tcp_pair(&p, 6);
@@ -372,10 +377,11 @@ fn gq2_failed_operation_returns_error_and_record() {
     assert_eq!(ov.result().unwrap_err().kind(), ErrorKind::ConnectionReset);
     assert_quiet(&p);
 }
+}
 
+backend_test! {
 /// GQ-3 (and GX-3): a zero timeout polls and a finite one expires, both with `Timeout`
 /// (`WAIT_TIMEOUT` 258), which is distinct from `PortClosed`.
-#[test]
 fn gq3_timeouts_zero_and_finite() {
     let p: CompletionPort<u32> = port(2);
     let e = p.get(Some(Duration::ZERO)).unwrap_err();
@@ -400,9 +406,10 @@ fn gq3_timeouts_zero_and_finite() {
     assert_eq!(e.kind(), ErrorKind::PortClosed, "a closed port is not a timeout");
     assert_eq!(e.win32_error(), 735);
 }
+}
 
+backend_test! {
 /// GQ-3: an infinite wait never times out; a post from another thread wakes it.
-#[test]
 fn gq3_infinite_wait_woken_by_post_from_another_thread() {
     let p: CompletionPort<u32> = port(2);
     let (tx, rx) = mpsc::channel();
@@ -427,10 +434,11 @@ fn gq3_infinite_wait_woken_by_post_from_another_thread() {
     assert_eq!(r.expect("the waiter is woken"), Ok((23, 17, Some(31))));
     waiter.join().unwrap();
 }
+}
 
+backend_test! {
 /// GQ-4 / CL-1 / GX-5: closing the port wakes every waiter (single and batch) with
 /// `PortClosed` (`ERROR_ABANDONED_WAIT_0` 735); later calls get the same.
-#[test]
 fn gq4_close_wakes_every_waiter_with_port_closed() {
     let p: CompletionPort<u32> = port(2);
     let (tx, rx) = mpsc::channel();
@@ -462,9 +470,10 @@ fn gq4_close_wakes_every_waiter_with_port_closed() {
     assert_eq!(p.get(None).unwrap_err().kind(), ErrorKind::PortClosed);
     assert_eq!(p.get_many(&mut Vec::new(), 4, None).unwrap_err().kind(), ErrorKind::PortClosed);
 }
+}
 
+backend_test! {
 /// GQ-5: a packet posted without a record returns Ok with no overlapped, not a timeout.
-#[test]
 fn gq5_posted_packet_without_overlapped() {
     let p: CompletionPort<u32> = port(2);
     p.post(0, 0, None).unwrap();
@@ -474,14 +483,15 @@ fn gq5_posted_packet_without_overlapped() {
     assert_eq!((c.key, c.bytes), (0, 0));
     assert_eq!(c.result().unwrap(), 0);
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2.4 GetQueuedCompletionStatusEx
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// GX-1: the batch form removes up to `max` packets, in FIFO order, each with its key, bytes,
 /// record and a success status for posted packets.
-#[test]
 fn gx1_get_many_fifo_up_to_max() {
     let p: CompletionPort<u32> = port(2);
     for k in 1..=5usize {
@@ -502,10 +512,11 @@ fn gx1_get_many_fifo_up_to_max() {
     }
     assert_eq!(p.get_many(&mut more, 10, Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::Timeout);
 }
+}
 
+backend_test! {
 /// GX-2: success of the batch call does not mean every entry succeeded: each entry carries its
 /// own status.
-#[test]
 fn gx2_get_many_reports_status_per_entry() {
     let p: CompletionPort<u32> = port(2);
     let (ok_sock, mut ok_peer) = tcp_pair(&p, 1);
@@ -533,14 +544,15 @@ fn gx2_get_many_reports_status_per_entry() {
     assert!(out[2].status.is_ok());
     assert!(out[2].overlapped.is_none());
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2.5 PostQueuedCompletionStatus
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// PQ-1: a posted packet carries exactly the bytes, key and record given, with a success
 /// status; nothing is validated (extreme values, a record that was never issued).
-#[test]
 fn pq1_post_carries_exact_values() {
     let p: CompletionPort<u32> = port(2);
     let ov = Overlapped::with_buffers(0xDEAD, vec![vec![1u8, 2, 3], vec![4, 5]]);
@@ -559,10 +571,11 @@ fn pq1_post_carries_exact_values() {
     assert_eq!((c.bytes, c.key), (0, 0));
     assert_eq!(*c.overlapped.unwrap().context(), 7);
 }
+}
 
+backend_test! {
 /// PQ-2 / OR-1: posted packets share one FIFO queue with I/O packets: an I/O completion that
 /// happened between two posts is dequeued between them.
-#[test]
 fn pq2_posted_and_io_packets_share_the_fifo() {
     let p: CompletionPort<u32> = port(2);
     let (server, mut client) = tcp_pair(&p, 50);
@@ -576,10 +589,11 @@ fn pq2_posted_and_io_packets_share_the_fifo() {
     let keys: Vec<usize> = (0..3).map(|_| next(&p).key).collect();
     assert_eq!(keys, [1, 50, 2], "single consumer sees packets in the order they were queued");
 }
+}
 
+backend_test! {
 /// PQ-3 (a): the worker-shutdown idiom: each of N workers exits on a sentinel packet, after
 /// the work queued before the sentinels has been taken; all join.
-#[test]
 fn pq3_sentinel_per_worker_shuts_the_pool_down() {
     const WORKERS: usize = 4;
     const WORK: usize = 40;
@@ -618,16 +632,17 @@ fn pq3_sentinel_per_worker_shuts_the_pool_down() {
     assert_eq!(all, (0..WORK).collect::<Vec<_>>(), "every work packet taken exactly once");
     assert_eq!(p.get(Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::Timeout, "one sentinel each");
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2.2 Concurrency, with real threads
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CC-1 / CC-5 / CC-7: with concurrency 1 and three waiting threads, three packets release
 /// one thread only (the most recent waiter, with the oldest packet); the others stay blocked
 /// although packets are queued; the running thread, calling `get` again, takes the next
 /// packet itself.
-#[test]
 fn cc1_cc7_concurrency_one_runs_one_thread_at_a_time() {
     let p: CompletionPort<u32> = port(1);
     let (etx, events) = mpsc::channel();
@@ -656,11 +671,12 @@ fn cc1_cc7_concurrency_one_runs_one_thread_at_a_time() {
     p.close();
     assert_eq!(expect_set(&events, 3), sorted(vec![closed("A"), closed("B"), closed("C")]));
 }
+}
 
+backend_test! {
 /// CC-5 / CC-7: a running thread that calls `get` again while packets are queued takes the
 /// oldest one at once, even with a zero timeout, before a thread that has waited longer; a
 /// thread entering `get` while the running one holds the only slot blocks.
-#[test]
 fn cc5_reentering_thread_takes_queued_packet_before_older_waiter() {
     let p: CompletionPort<u32> = port(1);
     let (etx, events) = mpsc::channel();
@@ -687,10 +703,11 @@ fn cc5_reentering_thread_takes_queued_packet_before_older_waiter() {
     p.close();
     assert_eq!(expect_set(&events, 2), sorted(vec![closed("late"), closed("old")]));
 }
+}
 
+backend_test! {
 /// CC-4: waiters are released LIFO, one per packet: A, B, C wait in that order; packets go to
 /// C, then B, then A.
-#[test]
 fn cc4_lifo_wake_for_posted_packets() {
     let p: CompletionPort<u32> = port(4);
     let (etx, events) = mpsc::channel();
@@ -710,10 +727,11 @@ fn cc4_lifo_wake_for_posted_packets() {
     p.close();
     drop(workers);
 }
+}
 
+backend_test! {
 /// CC-4 with a real I/O completion: data arriving for a pending receive releases the most
 /// recent waiter, and only it.
-#[test]
 fn cc4_lifo_wake_for_io_completion() {
     let p: CompletionPort<u32> = port(4);
     let (server, mut client) = tcp_pair(&p, 77);
@@ -734,11 +752,12 @@ fn cc4_lifo_wake_for_io_completion() {
     assert_eq!(expect(&events), closed("A"));
     drop(workers);
 }
+}
 
+backend_test! {
 /// CC-3 / CC-6: a running thread inside `overlapped::blocking` leaves the active count, so a
 /// waiter is released with the queued packet; when it comes back `active` exceeds `max` and
 /// no thread is released until it falls below `max` again.
-#[test]
 fn cc3_cc6_blocking_section_releases_another_waiter() {
     let p: CompletionPort<u32> = port(1);
     let (etx, events) = mpsc::channel();
@@ -772,10 +791,11 @@ fn cc3_cc6_blocking_section_releases_another_waiter() {
     p.close();
     assert_eq!(expect_set(&events, 2), sorted(vec![closed("R"), closed("W2")]));
 }
+}
 
+backend_test! {
 /// CC-2 / CC-3: a running thread that exits stops counting toward the concurrency: a waiter is
 /// released with the queued packet.
-#[test]
 fn cc3_thread_exit_releases_a_waiter() {
     let p: CompletionPort<u32> = port(1);
     let (etx, events) = mpsc::channel();
@@ -791,10 +811,11 @@ fn cc3_thread_exit_releases_a_waiter() {
     assert_eq!(expect(&events), got("W", 2, 2));
     p.close();
 }
+}
 
+backend_test! {
 /// CC-2 / CC-3: a running thread that calls `get` on another port leaves this port's active
 /// count: a waiter here is released.
-#[test]
 fn cc3_get_on_another_port_releases_a_waiter() {
     let p: CompletionPort<u32> = port(1);
     let other: CompletionPort<u32> = port(1);
@@ -814,13 +835,14 @@ fn cc3_get_on_another_port_releases_a_waiter() {
     );
     p.close();
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2.8 Ordering
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// OR-1: a single consumer sees posted packets in FIFO order.
-#[test]
 fn or1_single_consumer_sees_fifo_order() {
     let p: CompletionPort<u32> = port(2);
     for k in 0..200usize {
@@ -843,14 +865,15 @@ fn or1_single_consumer_sees_fifo_order() {
     assert_eq!(keys, (100..200).collect::<Vec<_>>());
     assert_quiet(&p);
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 1.4 / 2.7 Immediate completion and skip-on-success mode
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// 1.4: without skip mode, a receive issued when data is already buffered still completes
 /// through exactly one packet (and returns Pending).
-#[test]
 fn immediate_success_without_skip_mode_still_queues_one_packet() {
     let p: CompletionPort<u32> = port(2);
     let (server, mut client) = tcp_pair(&p, 3);
@@ -863,10 +886,11 @@ fn immediate_success_without_skip_mode_still_queues_one_packet() {
     assert_eq!(received(c.overlapped.as_ref().unwrap(), 7), b"already");
     assert_quiet(&p);
 }
+}
 
+backend_test! {
 /// NM-2: in skip-on-success mode a receive that finds data buffered completes inline with the
 /// bytes and queues no packet; a receive with nothing buffered still pends and queues one.
-#[test]
 fn nm2_skip_mode_immediate_recv_queues_no_packet() {
     let p: CompletionPort<u32> = port(2);
     let (server, mut client) = tcp_pair(&p, 4);
@@ -897,10 +921,11 @@ fn nm2_skip_mode_immediate_recv_queues_no_packet() {
     assert_eq!(received(&ov, 5), b"later");
     assert_quiet(&p);
 }
+}
 
+backend_test! {
 /// NM-2: in skip-on-success mode a send notifies exactly once: either inline (no packet) or
 /// through one packet.
-#[test]
 fn nm2_skip_mode_send_notifies_exactly_once() {
     let p: CompletionPort<u32> = port(2);
     let (server, client) = tcp_pair(&p, 8);
@@ -921,10 +946,11 @@ fn nm2_skip_mode_send_notifies_exactly_once() {
     }
     drop(client);
 }
+}
 
+backend_test! {
 /// CX-4 / DX-2 (NM-2): connect, accept and disconnect always pend and queue a packet, even in
 /// skip-on-success mode, also when the accept finds a connection already waiting.
-#[test]
 fn cx4_dx2_connect_accept_disconnect_queue_packets_in_skip_mode() {
     let p: CompletionPort<u32> = port(2);
     let listener = Socket::listen_tcp(common::loopback(), 16).unwrap();
@@ -977,14 +1003,15 @@ fn cx4_dx2_connect_accept_disconnect_queue_packets_in_skip_mode() {
     assert_eq!(*c.overlapped.unwrap().context(), 30);
     assert_quiet(&p);
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2.6 Closing the port
 // ---------------------------------------------------------------------------------------------
 
+backend_test! {
 /// PostQueuedCompletionStatus on a closed port fails with `ERROR_INVALID_HANDLE` (6) and hands
 /// the record back untouched.
-#[test]
 fn cl_post_on_closed_port_returns_the_record() {
     let p: CompletionPort<u32> = port(2);
     let clone = p.clone();
@@ -1003,9 +1030,10 @@ fn cl_post_on_closed_port_returns_the_record() {
     assert_eq!(e.error.kind(), ErrorKind::InvalidHandle);
     assert!(e.overlapped.is_none());
 }
+}
 
+backend_test! {
 /// Associating a socket with a closed port fails with `ERROR_INVALID_HANDLE`.
-#[test]
 fn cl_associate_with_closed_port_fails() {
     let p: CompletionPort<u32> = port(2);
     p.close();
@@ -1014,10 +1042,11 @@ fn cl_associate_with_closed_port_fails() {
     assert_eq!(e.kind(), ErrorKind::InvalidHandle);
     assert_eq!(e.win32_error(), 6);
 }
+}
 
+backend_test! {
 /// An operation issued on a socket whose port is closed is rejected with `InvalidHandle`,
 /// never notifies, and hands the record back.
-#[test]
 fn cl_issue_on_socket_of_closed_port_is_rejected() {
     let p: CompletionPort<u32> = port(2);
     let (server, _client) = tcp_pair(&p, 1);
@@ -1042,10 +1071,11 @@ fn cl_issue_on_socket_of_closed_port_is_rejected() {
     }
     assert_eq!(p.get(Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::PortClosed);
 }
+}
 
+backend_test! {
 /// CL-1: closing the port frees the records of operations in flight and of packets still
 /// queued, each exactly once.
-#[test]
 fn cl1_close_frees_in_flight_and_queued_records_once() {
     let drops = Arc::new(AtomicUsize::new(0));
     let p: CompletionPort<Counted> = port(2);
@@ -1076,4 +1106,5 @@ fn cl1_close_frees_in_flight_and_queued_records_once() {
     drop(p);
     thread::sleep(QUIET);
     assert_eq!(drops.load(Ordering::SeqCst), 3, "each record freed exactly once");
+}
 }

@@ -6,6 +6,7 @@
 //! bounded ([`WAIT`] for what must happen, [`QUIET`] for what must not), so a bug fails a test
 //! instead of hanging it. Every test names the rule ids it checks.
 
+#[macro_use]
 mod common;
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
@@ -351,11 +352,11 @@ impl Armed {
 // AP-1, AP-3, AP-4: where and when a routine runs
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-1 / AP-3 / AP-4 / WE-6: after the data arrived, non-alertable waits (`SleepEx(.., FALSE)`,
 /// `WaitForSingleObjectEx(.., FALSE)`, `WSAWaitForMultipleEvents` any and all with
 /// `fAlertable=FALSE`) run nothing and time out; then an alertable `SleepEx` runs the routine, on
 /// the issuing thread, and returns `WAIT_IO_COMPLETION`.
-#[test]
 fn ap1_ap4_routine_runs_on_the_issuing_thread_only_inside_an_alertable_wait() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -383,12 +384,13 @@ fn ap1_ap4_routine_runs_on_the_issuing_thread_only_inside_an_alertable_wait() {
     assert_eq!((c.ctx, c.id), (11, id), "AP-7: lpOverlapped is the issued record");
     assert_nothing_runs(&log, "AP-2: a routine runs once");
 }
+}
 
+backend_test! {
 /// AP-4: a routine is queued to the thread that issued the operation. Another thread waiting
 /// alertably (SleepEx, WSAWaitForMultipleEvents) after the data arrived never runs it, even while
 /// the issuing thread is blocked non-alertably; the issuing thread runs it at its own alertable
 /// wait.
-#[test]
 fn ap4_another_threads_alertable_wait_never_runs_the_routine() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -429,22 +431,24 @@ fn ap4_another_threads_alertable_wait_never_runs_the_routine() {
     assert_success(&calls[0], 4);
     assert_eq!(calls[0].data, b"data");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // WAIT_IO_COMPLETION from each alertable wait (AP-1, AP-2, AP-3, WE-6, GX-4)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-2 / AP-3: `SleepEx(ms, TRUE)` with a routine queued runs it and returns `WAIT_IO_COMPLETION`.
-#[test]
 fn ap3_sleep_ex_runs_a_queued_routine_and_returns_io_completion() {
     let armed = Armed::queued();
     assert_eq!(sleep_ex(Some(WAIT), true), Wait::IoCompletion);
     armed.ran_once("SleepEx");
 }
+}
 
+backend_test! {
 /// AP-2 / WE-6: `WaitForSingleObjectEx(event, .., TRUE)` on an unsignalled event with a routine
 /// queued runs it and returns `WAIT_IO_COMPLETION`; the event is untouched.
-#[test]
 fn we6_event_wait_runs_a_queued_routine_and_returns_io_completion() {
     let armed = Armed::queued();
     let ev = Event::new();
@@ -452,21 +456,23 @@ fn we6_event_wait_runs_a_queued_routine_and_returns_io_completion() {
     armed.ran_once("Event::wait");
     assert!(!ev.is_set());
 }
+}
 
+backend_test! {
 /// AP-2 / WE-6: `WSAWaitForMultipleEvents(fWaitAll=FALSE, fAlertable=TRUE)` with no event
 /// signalled and a routine queued runs it and returns `WSA_WAIT_IO_COMPLETION`.
-#[test]
 fn we6_wait_for_any_event_runs_a_queued_routine_and_returns_io_completion() {
     let armed = Armed::queued();
     let (a, b) = (Event::new(), Event::auto(false));
     assert_eq!(wait_for_events(&[&a, &b], false, Some(WAIT), true).unwrap(), Wait::IoCompletion);
     armed.ran_once("wait_for_events (any)");
 }
+}
 
+backend_test! {
 /// AP-2 / WE-6 / WE-4: `WSAWaitForMultipleEvents(fWaitAll=TRUE, fAlertable=TRUE)` with only some
 /// events signalled and a routine queued runs it and returns `WSA_WAIT_IO_COMPLETION`; the
 /// signalled auto-reset event is not consumed.
-#[test]
 fn we6_wait_for_all_events_runs_a_queued_routine_and_returns_io_completion() {
     let armed = Armed::queued();
     let (set, unset) = (Event::auto(true), Event::new());
@@ -474,10 +480,11 @@ fn we6_wait_for_all_events_runs_a_queued_routine_and_returns_io_completion() {
     armed.ran_once("wait_for_events (all)");
     assert!(set.is_set(), "WE-4: a wait-all that did not complete consumes nothing");
 }
+}
 
+backend_test! {
 /// GX-4: `GetQueuedCompletionStatusEx(fAlertable=TRUE)` on an empty port with a routine queued
 /// runs it and fails with `WAIT_IO_COMPLETION` (0xC0).
-#[test]
 fn gx4_get_many_alertable_on_an_empty_port_runs_the_routine_and_fails_with_io_completion() {
     let port: CompletionPort<u32> = common::port(0);
     let armed = Armed::queued();
@@ -487,12 +494,13 @@ fn gx4_get_many_alertable_on_an_empty_port_runs_the_routine_and_fails_with_io_co
     assert!(out.is_empty(), "no entry was removed: {out:?}");
     armed.ran_once("get_many_alertable");
 }
+}
 
+backend_test! {
 /// GX-4 / AP-10: with a packet queued on the port (posted) and a routine queued to the thread,
 /// `GetQueuedCompletionStatusEx(fAlertable=TRUE)` returns the packet and does NOT run the routine;
 /// the next alertable call (nothing queued on the port) runs it and fails with
 /// `WAIT_IO_COMPLETION`.
-#[test]
 fn gx4_a_queued_packet_wins_over_a_queued_routine() {
     let port: CompletionPort<u32> = common::port(0);
     let armed = Armed::queued();
@@ -509,11 +517,12 @@ fn gx4_a_queued_packet_wins_over_a_queued_routine() {
     assert_eq!(out.len(), 1, "no further entry");
     armed.ran_once("the next get_many_alertable");
 }
+}
 
+backend_test! {
 /// GQ-6 / GX-4: `GetQueuedCompletionStatus` and non-alertable `GetQueuedCompletionStatusEx` never
 /// run routines: with a routine queued they time out on an empty port, and return posted packets,
 /// without running it; an alertable wait then does.
-#[test]
 fn gq6_get_and_get_many_never_run_routines() {
     let port: CompletionPort<u32> = common::port(0);
     let armed = Armed::queued();
@@ -532,10 +541,11 @@ fn gq6_get_and_get_many_never_run_routines() {
     assert_eq!(sleep_ex(Some(WAIT), true), Wait::IoCompletion);
     armed.ran_once("SleepEx after get / get_many");
 }
+}
 
+backend_test! {
 /// AP-10 / WE-3: an event already signalled when an alertable wait starts wins over a queued
 /// routine: the wait returns the event and the routine stays queued for the next alertable wait.
-#[test]
 fn ap10_a_signalled_event_wins_over_a_queued_routine() {
     let armed = Armed::queued();
     let ev = Event::manual(true);
@@ -545,11 +555,12 @@ fn ap10_a_signalled_event_wins_over_a_queued_routine() {
     assert_eq!(sleep_ex(Some(WAIT), true), Wait::IoCompletion, "the routine stayed queued");
     armed.ran_once("the next alertable wait");
 }
+}
 
+backend_test! {
 /// 1.10 / AP-1 / §8.4.4: the internal wait of a blocking (non-overlapped) receive is alertable: a
 /// routine that completes while the thread is blocked in it runs inside the call, on this thread,
 /// and the call then still returns its own data.
-#[test]
 fn r1_10_a_blocking_receive_runs_routines_while_it_blocks() {
     let (a, ca) = tcp_pair();
     let (b, cb) = tcp_pair();
@@ -572,10 +583,11 @@ fn r1_10_a_blocking_receive_runs_routines_while_it_blocks() {
     assert_eq!(calls[0].thread, thread::current().id());
     assert_eq!(calls[0].data, b"apc");
 }
+}
 
+backend_test! {
 /// 1.10: a blocking receive that finds its data already there does not wait, so it runs no
 /// queued routine; the routine stays queued for the next alertable wait.
-#[test]
 fn r1_10_a_blocking_receive_that_does_not_block_runs_no_routine() {
     let armed = Armed::queued();
     let (b, mut cb) = tcp_pair();
@@ -588,33 +600,36 @@ fn r1_10_a_blocking_receive_that_does_not_block_runs_no_routine() {
     assert_eq!(sleep_ex(Some(WAIT), true), Wait::IoCompletion);
     armed.ran_once("the next alertable wait");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // AP-2: a routine arriving during an alertable wait wakes it
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-2 / AP-3: a routine completing while the thread is blocked in `SleepEx(long, TRUE)` wakes it;
 /// the sleep returns `WAIT_IO_COMPLETION`.
-#[test]
 fn ap2_a_routine_arriving_during_sleep_ex_wakes_it() {
     let armed = Armed::delayed();
     assert_eq!(sleep_ex(Some(WAIT), true), Wait::IoCompletion, "AP-2: woken by the routine, not the timeout");
     armed.ran_once("SleepEx woken");
 }
+}
 
+backend_test! {
 /// AP-2 / WE-6: a routine completing while the thread is blocked in an alertable
 /// `WaitForSingleObjectEx` on an unsignalled event wakes it with `WAIT_IO_COMPLETION`.
-#[test]
 fn ap2_a_routine_arriving_during_event_wait_wakes_it() {
     let armed = Armed::delayed();
     let ev = Event::new();
     assert_eq!(ev.wait(Some(WAIT), true).unwrap(), Wait::IoCompletion);
     armed.ran_once("Event::wait woken");
 }
+}
 
+backend_test! {
 /// AP-2 / WE-6: a routine completing while the thread is blocked in an alertable
 /// `WSAWaitForMultipleEvents` (any and all) wakes it with `WSA_WAIT_IO_COMPLETION`.
-#[test]
 fn ap2_a_routine_arriving_during_wait_for_events_wakes_it() {
     let (a, b) = (Event::new(), Event::manual(true));
     let armed = Armed::delayed();
@@ -624,10 +639,11 @@ fn ap2_a_routine_arriving_during_wait_for_events_wakes_it() {
     assert_eq!(wait_for_events(&[&a, &b], true, Some(WAIT), true).unwrap(), Wait::IoCompletion);
     armed.ran_once("wait_for_events (all) woken");
 }
+}
 
+backend_test! {
 /// AP-2 / GX-4: a routine completing while the thread is blocked in an alertable
 /// `GetQueuedCompletionStatusEx` on an empty port wakes it: `WAIT_IO_COMPLETION`.
-#[test]
 fn ap2_a_routine_arriving_during_get_many_alertable_wakes_it() {
     let port: CompletionPort<u32> = common::port(0);
     let armed = Armed::delayed();
@@ -636,15 +652,16 @@ fn ap2_a_routine_arriving_during_get_many_alertable_wakes_it() {
     assert_error(e, ErrorKind::IoCompletion, WAIT_IO_COMPLETION, WAIT_IO_COMPLETION);
     armed.ran_once("get_many_alertable woken");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // AP-2 / AP-1: several routines, FIFO order, user APCs
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-2 / AP-1: several receives complete (on three UDP sockets, in the order 2, 0, 1, not the
 /// order they were issued); one alertable wait runs all their routines, in completion (FIFO)
 /// order, then returns `WAIT_IO_COMPLETION`.
-#[test]
 fn ap2_all_queued_routines_run_in_one_wait_in_completion_order() {
     let socks: Vec<Socket> = (0..3).map(|_| Socket::from(UdpSocket::bind(loopback()).unwrap())).collect();
     let peer = UdpSocket::bind(loopback()).unwrap();
@@ -668,10 +685,11 @@ fn ap2_all_queued_routines_run_in_one_wait_in_completion_order() {
     }
     assert_nothing_runs(&log, "all ran already");
 }
+}
 
+backend_test! {
 /// AP-2 / AP-5 / OR-2: three sends issued in a row (each completes at once) queue their routines
 /// in that order; one alertable wait runs all three in order; the bytes go out in call order.
-#[test]
 fn ap2_routines_of_several_sends_run_in_one_wait_in_order() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -685,11 +703,12 @@ fn ap2_routines_of_several_sends_run_in_one_wait_in_order() {
     assert_eq!(calls.iter().map(|c| c.ctx).collect::<Vec<_>>(), [0, 1, 2], "AP-2: FIFO, one wait: {calls:?}");
     assert_eq!(calls.iter().map(|c| c.bytes).collect::<Vec<_>>(), [4, 4, 5]);
 }
+}
 
+backend_test! {
 /// AP-1 / AP-2 / AP-4: completion routines and `QueueUserAPC` (from another thread) share one
 /// FIFO queue per thread: routine A (completed first), the user APC, routine B (completed after
 /// the APC was queued) run in that order, in one alertable wait, on this thread.
-#[test]
 fn ap1_user_apcs_and_routines_share_one_fifo_queue() {
     let (s1, mut c1) = tcp_pair();
     let (s2, mut c2) = tcp_pair();
@@ -709,15 +728,16 @@ fn ap1_user_apcs_and_routines_share_one_fifo_queue() {
     assert_eq!(calls.iter().map(|c| c.ctx).collect::<Vec<_>>(), [1, USER_APC, 2], "AP-2 FIFO: {calls:?}");
     assert!(calls.iter().all(|c| c.thread == thread::current().id()), "AP-4: all on this thread");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // 1.7 / AP-8: notification selection
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-8 / 1.7 / EV-2: with a routine on the record, the record's event is ignored: issuing does not
 /// reset it (a set event stays set) and the completion does not signal it (an unset event stays
 /// unset); the routine runs and receives the record with its event still attached.
-#[test]
 fn ap8_routine_takes_priority_over_the_event() {
     let (s1, mut c1) = tcp_pair();
     let (s2, mut c2) = tcp_pair();
@@ -738,12 +758,13 @@ fn ap8_routine_takes_priority_over_the_event() {
     assert_eq!(unset.wait(Some(QUIET), false).unwrap(), Wait::Timeout);
     assert!(set.is_set(), "AP-8: the completion did not reset hEvent either");
 }
+}
 
+backend_test! {
 /// 1.7 / CP-10 / 1.5: a record with a routine on a port-associated socket is refused at once with
 /// `WSAEINVAL` (Rejected, InvalidArgument 87 / 10022), the record comes back with its context,
 /// buffers and routine, nothing ever runs, no packet is queued, and the data is left for the next
 /// (port-notified) receive.
-#[test]
 fn r1_7_routine_on_a_port_associated_socket_is_rejected() {
     let port: CompletionPort<u32> = common::port(0);
     let (s, mut client) = common::tcp_pair(&port, 9);
@@ -772,11 +793,12 @@ fn r1_7_routine_on_a_port_associated_socket_is_rejected() {
     assert_eq!(c.overlapped.expect("the record").buffers().gather(4), b"data", "nothing consumed the data before");
     assert_eq!(log.len(), 0);
 }
+}
 
+backend_test! {
 /// CP-8: an operation with a routine issued before its socket was associated with a port still
 /// completes through its routine (AP-4) and queues no packet; operations with a routine issued
 /// after the association are refused (1.7).
-#[test]
 fn cp8_routine_op_issued_before_association_still_runs_its_routine_and_queues_no_packet() {
     let port: CompletionPort<u32> = common::port(0);
     let (s, mut client) = tcp_pair();
@@ -791,15 +813,16 @@ fn cp8_routine_op_issued_before_association_still_runs_its_routine_and_queues_no
     let rej = rejected(s.recv(recv_ov(6, 16, &log), MsgFlags::NONE), "after association");
     assert_eq!(rej.error.kind(), ErrorKind::InvalidArgument);
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // 1.4 / AP-5 / 1.5: immediate success and immediate failure
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-5 / 1.4: a send that completes at once (room in the socket buffer) still returns
 /// `WSA_IO_PENDING` (Issued::Pending) and queues its routine, which does not run until the next
 /// alertable wait, where it gets dwError 0, all bytes and no flags.
-#[test]
 fn ap5_an_immediately_successful_send_still_queues_its_routine() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -817,10 +840,11 @@ fn ap5_an_immediately_successful_send_still_queues_its_routine() {
     assert_eq!(c.thread, thread::current().id());
     assert_nothing_runs(&log, "queued once");
 }
+}
 
+backend_test! {
 /// AP-5 / 1.4: a receive whose data is already there returns Pending and queues its routine with
 /// the data.
-#[test]
 fn ap5_a_receive_with_data_already_there_still_queues_its_routine() {
     let (s, mut client) = tcp_pair();
     client.write_all(b"waiting").unwrap();
@@ -831,11 +855,12 @@ fn ap5_a_receive_with_data_already_there_still_queues_its_routine() {
     assert_success(&c, 7);
     assert_eq!(c.data, b"waiting");
 }
+}
 
+backend_test! {
 /// 1.5 / AP-5 / RV-2 / CN-7: immediate failures queue nothing: an empty buffer list (WSAEINVAL),
 /// a send after `shutdown(SD_SEND)` (WSAESHUTDOWN), operations on a closed socket (WSAENOTSOCK);
 /// each hands the record back, and no routine ever runs.
-#[test]
 fn r1_5_immediate_failures_queue_no_routine() {
     let (s, _client) = tcp_pair();
     let log = Log::new();
@@ -859,14 +884,15 @@ fn r1_5_immediate_failures_queue_no_routine() {
 
     assert_nothing_runs(&log, "1.5: an immediate failure never notifies");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // AP-7: routine arguments
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-7: a successful receive: dwError 0, cbTransferred = bytes, the record (same identity and
 /// context) with the data in its buffers, dwFlags 0.
-#[test]
 fn ap7_recv_routine_gets_bytes_data_and_no_flags() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -880,9 +906,10 @@ fn ap7_recv_routine_gets_bytes_data_and_no_flags() {
     assert_eq!(c.flags, MsgFlags::NONE);
     assert_eq!((c.ctx, c.id), (21, id), "lpOverlapped is the issued record");
 }
+}
 
+backend_test! {
 /// AP-7 / SK-1: a graceful peer close completes a pending receive with dwError 0 and 0 bytes.
-#[test]
 fn ap7_sk1_peer_close_gives_the_routine_zero_bytes_and_no_error() {
     let (s, client) = tcp_pair();
     let log = Log::new();
@@ -892,10 +919,11 @@ fn ap7_sk1_peer_close_gives_the_routine_zero_bytes_and_no_error() {
     assert_success(&c, 0);
     assert_eq!(c.flags, MsgFlags::NONE);
 }
+}
 
+backend_test! {
 /// AP-7 / SK-2 / 1.8: a peer reset (SO_LINGER {1,0} close, RST) gives the routine
 /// `WSAECONNRESET` (10054), 0 bytes.
-#[test]
 fn ap7_sk2_peer_reset_gives_the_routine_wsaeconnreset() {
     let (s, client) = tcp_pair();
     let log = Log::new();
@@ -906,11 +934,12 @@ fn ap7_sk2_peer_reset_gives_the_routine_wsaeconnreset() {
     assert_error(routine_error(&c), ErrorKind::ConnectionReset, 64, 10054);
     assert_eq!(c.bytes, 0);
 }
+}
 
+backend_test! {
 /// SK-2 / 1.5 / AP-5: after a reset was reported (to a receive's routine), new receives and sends
 /// fail at once with `WSAECONNRESET` (10054): Rejected, the record handed back, and no routine is
 /// ever queued for them.
-#[test]
 fn sk2_operations_after_a_reset_fail_at_once_and_queue_no_routine() {
     let (s, client) = tcp_pair();
     let log = Log::new();
@@ -938,10 +967,11 @@ fn sk2_operations_after_a_reset_fail_at_once_and_queue_no_routine() {
     );
     assert_nothing_runs(&log, "1.5: immediate failures queue nothing");
 }
+}
 
+backend_test! {
 /// AP-7 / CN-2 / CN-3: `CancelIoEx(s, ov)` completes the receive with `WSA_OPERATION_ABORTED`
 /// (995), 0 bytes, through its routine; a second cancel finds nothing (ERROR_NOT_FOUND).
-#[test]
 fn ap7_cn3_cancel_by_record_gives_the_routine_operation_aborted() {
     let (s, _client) = tcp_pair();
     let log = Log::new();
@@ -955,10 +985,11 @@ fn ap7_cn3_cancel_by_record_gives_the_routine_operation_aborted() {
     let e = s.cancel(id).expect_err("CN-2: nothing pending any more");
     assert_eq!((e.kind(), e.win32_error()), (ErrorKind::NotFound, 1168));
 }
+}
 
+backend_test! {
 /// AP-7 / AP-4 / CN-2 / CN-3: `CancelIoEx(s, NULL)` from another thread cancels this thread's
 /// receive; its routine still runs on this (issuing) thread, with `WSA_OPERATION_ABORTED` (995).
-#[test]
 fn ap7_cn2_cancel_all_from_another_thread_runs_the_routine_on_the_issuer() {
     let (s, _client) = tcp_pair();
     let log = Log::new();
@@ -969,11 +1000,12 @@ fn ap7_cn2_cancel_all_from_another_thread_runs_the_routine_on_the_issuer() {
     assert_error(routine_error(&c), ErrorKind::OperationAborted, 995, 995);
     assert_eq!(c.thread, thread::current().id(), "AP-4: still the issuing thread");
 }
+}
 
+backend_test! {
 /// AP-7 / CN-1: `CancelIo(s)` cancels only the calling thread's operations: from another thread it
 /// finds nothing (ERROR_NOT_FOUND); from the issuing thread it cancels the receive, whose routine
 /// gets 995.
-#[test]
 fn ap7_cn1_cancel_io_only_from_the_issuing_thread() {
     let (s, _client) = tcp_pair();
     let log = Log::new();
@@ -986,10 +1018,11 @@ fn ap7_cn1_cancel_io_only_from_the_issuing_thread() {
     let c = run_one(&log);
     assert_error(routine_error(&c), ErrorKind::OperationAborted, 995, 995);
 }
+}
 
+backend_test! {
 /// AP-7 / 1.6 / RV-3: a datagram larger than the buffer: the routine gets `WSAEMSGSIZE` (10040),
 /// cbTransferred = the bytes kept, the first bytes in the buffer, dwFlags with MSG_TRUNC.
-#[test]
 fn ap7_truncated_datagram_gives_the_routine_wsaemsgsize_and_trunc() {
     let (s, peer) = udp_pair();
     let log = Log::new();
@@ -1001,10 +1034,11 @@ fn ap7_truncated_datagram_gives_the_routine_wsaemsgsize_and_trunc() {
     assert_eq!(c.data, b"0123");
     assert!(c.flags.contains(MsgFlags::TRUNC), "dwFlags reports the truncation: {:?}", c.flags);
 }
+}
 
+backend_test! {
 /// AP-7: a send's routine gets dwError 0, the byte count, and dwFlags 0 (always 0 for sends), also
 /// for a gathered send of several buffers.
-#[test]
 fn ap7_send_routine_gets_bytes_and_no_flags() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -1019,10 +1053,11 @@ fn ap7_send_routine_gets_bytes_and_no_flags() {
     assert_eq!(c.flags, MsgFlags::NONE, "AP-7: always 0 for sends");
     assert_eq!(c.ctx, 2);
 }
+}
 
+backend_test! {
 /// AP-7 / CN-5: closing a connected socket with a receive pending completes it through its routine
 /// (at the next alertable wait) with `WSAECONNABORTED` (10053), 0 bytes.
-#[test]
 fn cn5_closing_the_socket_runs_the_routine_with_connection_aborted() {
     let (s, _client) = tcp_pair();
     let log = Log::new();
@@ -1033,10 +1068,11 @@ fn cn5_closing_the_socket_runs_the_routine_with_connection_aborted() {
     assert_eq!(c.bytes, 0);
     assert_eq!(c.thread, thread::current().id());
 }
+}
 
+backend_test! {
 /// CN-5 / AP-7: dropping the last handle of a connected socket closes it (closesocket): a pending
 /// receive's routine runs at the next alertable wait with `WSAECONNABORTED` (10053).
-#[test]
 fn cn5_dropping_the_last_handle_runs_the_routine_with_connection_aborted() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -1047,16 +1083,17 @@ fn cn5_dropping_the_last_handle_runs_the_routine_with_connection_aborted() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).expect("the peer sees the close (EOF) within the timeout");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // AP-9: routines that issue new operations
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// AP-9 / AP-4 / OR-2: a routine that re-issues its record (receive after receive, three datagrams
 /// already waiting) is never entered while another routine runs (depth stays 1), even though the
 /// new receive completes while the routine is still running; the new routines run later on the
 /// same thread, and the buffers are filled in posting order.
-#[test]
 fn ap9_a_routine_that_reissues_is_not_nested_and_the_new_routine_runs_later() {
     let (s, peer) = udp_pair();
     for d in [b"d1", b"d2", b"d3"] {
@@ -1096,6 +1133,7 @@ fn ap9_a_routine_that_reissues_is_not_nested_and_the_new_routine_runs_later() {
     assert!(calls.iter().all(|c| c.thread == thread::current().id() && c.error.is_none()), "{calls:?}");
     assert_nothing_runs(&log, "the chain ended");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // AcceptEx, ConnectEx, DisconnectEx with routines
@@ -1113,10 +1151,10 @@ fn accept_ov(ctx: u32, bufs: BufList, got: &Arc<Mutex<Vec<AcceptCall>>>) -> Over
     })
 }
 
+backend_test! {
 /// AX-4 / AX-8 / AP-4: `AcceptEx` (no receive buffer) with a routine pends until a client connects;
 /// the routine runs on the issuing thread with dwError 0, 0 bytes, and the accepted socket
 /// (`take_accepted`) with the client's address; the new socket works (a routine-notified send).
-#[test]
 fn ax_accept_with_a_routine_hands_the_connection_to_the_routine() {
     let listener = Socket::listen_tcp(loopback(), 8).unwrap();
     let laddr = listener.local_addr().unwrap();
@@ -1139,10 +1177,11 @@ fn ax_accept_with_a_routine_hands_the_connection_to_the_routine() {
     assert_eq!(read_n(&mut client, 7), b"welcome");
     assert_success(&run_one(&log), 7);
 }
+}
 
+backend_test! {
 /// AX-4: `AcceptEx` with a receive buffer and a routine completes when the first data arrives; the
 /// routine gets the bytes and the data with the accepted socket.
-#[test]
 fn ax_accept_with_a_buffer_and_a_routine_delivers_the_first_data() {
     let listener = Socket::listen_tcp(loopback(), 8).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -1156,10 +1195,11 @@ fn ax_accept_with_a_buffer_and_a_routine_delivers_the_first_data() {
     assert_eq!(data, b"first words");
     assert!(accepted.is_some(), "the accepted socket");
 }
+}
 
+backend_test! {
 /// CX-2 / AP-7: `ConnectEx` with a send buffer and a routine: connects, sends the buffer, and the
 /// routine gets dwError 0 and the bytes sent; the socket is connected to the listener.
-#[test]
 fn cx_connect_with_a_routine_connects_and_sends() {
     let server = TcpListener::bind(loopback()).unwrap();
     let laddr = server.local_addr().unwrap();
@@ -1176,9 +1216,10 @@ fn cx_connect_with_a_routine_connects_and_sends() {
     assert_eq!(s.peer_addr().unwrap(), laddr);
     assert_eq!(peer, s.local_addr().unwrap());
 }
+}
 
+backend_test! {
 /// CX / AP-7 / 1.8: a refused `ConnectEx` pends, then its routine gets `WSAECONNREFUSED` (10061).
-#[test]
 fn cx_refused_connect_gives_the_routine_wsaeconnrefused() {
     let to = closed_port();
     let s = Socket::tcp_for(&to).unwrap();
@@ -1189,10 +1230,11 @@ fn cx_refused_connect_gives_the_routine_wsaeconnrefused() {
     let c = run_one(&log);
     assert_error(routine_error(&c), ErrorKind::ConnectionRefused, 1225, 10061);
 }
+}
 
+backend_test! {
 /// DX-2 / CN-8 / AP-7: `DisconnectEx` with a routine: the peer sees EOF, the routine gets dwError
 /// 0 and 0 bytes.
-#[test]
 fn dx_disconnect_with_a_routine() {
     let (s, mut client) = tcp_pair();
     let log = Log::new();
@@ -1203,6 +1245,7 @@ fn dx_disconnect_with_a_routine() {
     let c = run_one(&log);
     assert_success(&c, 0);
     assert_eq!(c.ctx, 9);
+}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1218,12 +1261,12 @@ impl Drop for Tracked {
     }
 }
 
+backend_test! {
 /// TE-1 / AP-6: a thread that issues a receive with a routine and exits without an alertable wait:
 /// the receive is cancelled with the thread, its routine never runs (not even after data arrives,
 /// nor on another thread), its record is freed (the context's Drop runs and its Arc is released),
 /// QueueUserAPC to the thread fails with ERROR_GEN_FAILURE (31); the socket and the peer go on
 /// working (the data is there for a new receive; another connection works).
-#[test]
 fn te1_ap6_routine_of_an_exited_thread_never_runs_and_its_record_is_freed() {
     let listener = TcpListener::bind(loopback()).unwrap();
     let mut client = timed(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
@@ -1267,10 +1310,11 @@ fn te1_ap6_routine_of_an_exited_thread_never_runs_and_its_record_is_freed() {
     client2.write_all(b"still here").unwrap();
     assert_eq!(run_one(&log).data, b"still here");
 }
+}
 
+backend_test! {
 /// AP-6 / TE-1: a routine already queued (its receive completed) when its thread exits without an
 /// alertable wait is discarded with the thread's APC queue: it never runs, and its record is freed.
-#[test]
 fn ap6_a_queued_routine_is_discarded_when_its_thread_exits() {
     let (s, mut client) = tcp_pair();
     let dropped = Arc::new(AtomicBool::new(false));
@@ -1297,11 +1341,12 @@ fn ap6_a_queued_routine_is_discarded_when_its_thread_exits() {
     assert_eq!(sleep_ex(Some(QUIET), true), Wait::Timeout, "AP-4: nothing moved to this thread");
     assert!(!ran.load(Ordering::SeqCst), "AP-6: a queued routine of an exited thread never runs");
 }
+}
 
+backend_test! {
 /// TE-1: an event-notified receive issued by a thread that exits (its PendingIo handed to another
 /// thread first) is cancelled with the thread: it completes with `WSA_OPERATION_ABORTED` (995),
 /// 0 bytes, and its event is set.
-#[test]
 fn te1_event_notified_recv_of_an_exited_thread_completes_aborted_and_sets_its_event() {
     let (s, _client) = tcp_pair();
     let ev = Event::new();
@@ -1321,4 +1366,5 @@ fn te1_event_notified_recv_of_an_exited_thread_completes_aborted_and_sets_its_ev
     let ov = io.overlapped_result(false).expect("completed");
     assert_error(ov.result().expect_err("cancelled"), ErrorKind::OperationAborted, 995, 995);
     assert_eq!((ov.bytes_transferred(), *ov.context()), (0, 4));
+}
 }

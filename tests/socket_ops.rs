@@ -3,6 +3,7 @@
 //! WSASendTo/WSARecvFrom, DisconnectEx, shutdown and the non-overlapped (blocking) calls, over
 //! IPv4 and IPv6 loopback. Every test names the rule ids it checks.
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -233,14 +234,16 @@ fn accept_without_buffer(addr: SocketAddr) {
     assert_quiet(&port);
 }
 
-#[test]
+backend_test! {
 fn ax4_accept_without_buffer_completes_on_connection_with_zero_bytes_v4() {
     accept_without_buffer(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn ax4_accept_without_buffer_completes_on_connection_with_zero_bytes_v6() {
     accept_without_buffer(loopback_v6());
+}
 }
 
 /// AX-4 (receive length > 0): the accept does not complete on the connection alone, only when
@@ -270,19 +273,21 @@ fn accept_with_buffer(addr: SocketAddr) {
     assert_eq!(r.ov.buffers().gather(6), b"second");
 }
 
-#[test]
+backend_test! {
 fn ax4_accept_with_buffer_completes_only_after_data_v4() {
     accept_with_buffer(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn ax4_accept_with_buffer_completes_only_after_data_v6() {
     accept_with_buffer(loopback_v6());
 }
+}
 
+backend_test! {
 /// AX-4: a client that closes gracefully without sending completes an accept with a receive
 /// buffer successfully with 0 bytes.
-#[test]
 fn ax4_accept_with_buffer_client_closes_without_sending_gives_zero_bytes() {
     let port = new_port();
     let listener = Socket::listen_tcp(loopback(), 16).unwrap();
@@ -297,10 +302,11 @@ fn ax4_accept_with_buffer_client_closes_without_sending_gives_zero_bytes() {
     let acc = d.ov.take_accepted().expect("the accept succeeded, so it gives the socket");
     assert_eq!(acc.remote_addr, client_addr);
 }
+}
 
+backend_test! {
 /// AX-5: the accept completion goes to the listener's port with the LISTENER's key, not the key
 /// of the accepted socket (even when an earlier accepted socket is associated under another key).
-#[test]
 fn ax5_accept_completion_carries_the_listeners_key() {
     let port = new_port();
     let listener = Socket::listen_tcp(loopback(), 16).unwrap();
@@ -329,10 +335,11 @@ fn ax5_accept_completion_carries_the_listeners_key() {
     let r = done(&port, 236, rid, 2);
     assert_eq!(r.ok(), 1);
 }
+}
 
+backend_test! {
 /// AX-11 / AX-7: several accepts outstanding on one listener each get a distinct connection.
 /// (Which accept gets which connection is not specified: "assumed FIFO", Open questions.)
-#[test]
 fn ax11_several_outstanding_accepts_each_get_a_connection() {
     const N: u32 = 4;
     let port = new_port();
@@ -362,6 +369,7 @@ fn ax11_several_outstanding_accepts_each_get_a_connection() {
     assert_eq!(seen_remote, client_addrs, "every client was accepted by one of the accepts");
     assert_quiet(&port);
 }
+}
 
 /// AX-8 (Linux: the accepted socket already has its full state, §8.4.8): once associated, the
 /// accepted socket sends and receives through the port.
@@ -390,14 +398,16 @@ fn accepted_socket_io(addr: SocketAddr) {
     assert_eq!(&back, b"response");
 }
 
-#[test]
+backend_test! {
 fn ax8_accepted_socket_sends_and_receives_once_associated_v4() {
     accepted_socket_io(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn ax8_accepted_socket_sends_and_receives_once_associated_v6() {
     accepted_socket_io(loopback_v6());
+}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -426,14 +436,16 @@ fn connect_without_data(addr: SocketAddr) {
     assert_eq!(&back, b"after connect");
 }
 
-#[test]
+backend_test! {
 fn cx2_connect_without_data_completes_with_zero_bytes_v4() {
     connect_without_data(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn cx2_connect_without_data_completes_with_zero_bytes_v6() {
     connect_without_data(loopback_v6());
+}
 }
 
 /// CX-2: with a send buffer, all of it is sent and the byte count is the bytes sent; the listener
@@ -454,14 +466,16 @@ fn connect_with_data(addr: SocketAddr) {
     assert_eq!(read_to_eof(&mut peer), b"hello connectex", "the listener side reads exactly the data sent");
 }
 
-#[test]
+backend_test! {
 fn cx2_connect_with_data_sends_it_and_counts_it_v4() {
     connect_with_data(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn cx2_connect_with_data_sends_it_and_counts_it_v6() {
     connect_with_data(loopback_v6());
+}
 }
 
 /// CX-3: a refused connection completes (through its packet: CX-4, it pends) with
@@ -479,18 +493,20 @@ fn connect_refused(addr: SocketAddr) {
     assert_quiet(&port);
 }
 
-#[test]
+backend_test! {
 fn cx3_connect_to_closed_port_is_refused_v4() {
     connect_refused(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn cx3_connect_to_closed_port_is_refused_v6() {
     connect_refused(loopback_v6());
 }
+}
 
+backend_test! {
 /// CX-3: after WSAECONNREFUSED the socket may be reused for ConnectEx.
-#[test]
 fn cx3_socket_can_connect_again_after_refusal() {
     let port = new_port();
     let target = closed_port(loopback());
@@ -505,6 +521,7 @@ fn cx3_socket_can_connect_again_after_refusal() {
     assert_eq!(d.ok(), 0, "CX-3: the refused socket connects on a second ConnectEx");
     let (_peer, from) = listener.accept().unwrap();
     assert_eq!(from, s.local_addr().unwrap());
+}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -526,19 +543,21 @@ fn scatter_recv(addr: SocketAddr) {
     assert_eq!(d.ov.buffers()[1], b"beefs", "RV-2: then the second");
 }
 
-#[test]
+backend_test! {
 fn rv2_scatter_recv_fills_buffers_in_order_v4() {
     scatter_recv(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn rv2_scatter_recv_fills_buffers_in_order_v6() {
     scatter_recv(loopback_v6());
 }
+}
 
+backend_test! {
 /// WS-1 (gather): a send of several buffers transmits all of them, in array order, and counts
 /// every byte.
-#[test]
 fn ws1_gather_send_arrives_in_buffer_order() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -550,11 +569,12 @@ fn ws1_gather_send_arrives_in_buffer_order() {
     s.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_eof(&mut client), b"gather send in order");
 }
+}
 
+backend_test! {
 /// WS-1: a large stream send (8 MiB, small send buffer, a peer that reads slowly) completes once,
 /// with the full count, and the peer receives every byte in order (short kernel sends are resumed,
 /// §8.4.7).
-#[test]
 fn ws1_large_send_completes_once_with_the_full_count() {
     const TOTAL: usize = 8 << 20;
     let port = new_port();
@@ -599,6 +619,7 @@ fn ws1_large_send_completes_once_with_the_full_count() {
     assert_eq!(got.len(), TOTAL, "the peer received every byte");
     assert!(got == data, "the peer received the bytes in order, without duplicates");
 }
+}
 
 /// SK-1: after the peer's graceful close, a pending receive completes successfully with 0 bytes,
 /// and so does a receive issued afterwards.
@@ -617,19 +638,21 @@ fn recv_after_graceful_close(addr: SocketAddr) {
     drop(client);
 }
 
-#[test]
+backend_test! {
 fn sk1_recv_completes_with_zero_bytes_after_graceful_close_v4() {
     recv_after_graceful_close(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn sk1_recv_completes_with_zero_bytes_after_graceful_close_v6() {
     recv_after_graceful_close(loopback_v6());
 }
+}
 
+backend_test! {
 /// ZB-1 / SK-3: a receive with one zero-length buffer pends until data arrives, completes with 0
 /// bytes, and does NOT consume the data: the following normal receive gets it.
-#[test]
 fn zb1_zero_byte_recv_signals_data_without_consuming_it() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -647,10 +670,11 @@ fn zb1_zero_byte_recv_signals_data_without_consuming_it() {
     assert_eq!(d.ok(), 4, "ZB-1: the data is still there for the normal receive");
     assert_eq!(d.ov.buffers().gather(4), b"ping");
 }
+}
 
+backend_test! {
 /// ZB-1: with data already buffered, the zero-byte receive completes with 0 bytes (here, without
 /// skip mode, through its packet) and still leaves the data in place.
-#[test]
 fn zb1_zero_byte_recv_with_data_already_buffered() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -670,10 +694,11 @@ fn zb1_zero_byte_recv_with_data_already_buffered() {
     assert_eq!(d.ok(), 5);
     assert_eq!(d.ov.buffers().gather(5), b"ready");
 }
+}
 
+backend_test! {
 /// OR-2: several receives posted on one socket are filled in the order they were posted: the
 /// first gets the first bytes (whatever order their packets come in). Repeated a few rounds.
-#[test]
 fn or2_several_recvs_are_filled_in_posting_order() {
     const RECVS: usize = 8;
     const LEN: usize = 4;
@@ -712,10 +737,11 @@ fn or2_several_recvs_are_filled_in_posting_order() {
     }
     assert_quiet(&port);
 }
+}
 
+backend_test! {
 /// OR-2: several sends posted on one socket without waiting are transmitted in call order (each
 /// large enough, with a small send buffer, that the kernel sends them in pieces).
-#[test]
 fn or2_several_sends_are_transmitted_in_call_order() {
     const SENDS: usize = 16;
     const LEN: usize = 256 * 1024;
@@ -755,9 +781,10 @@ fn or2_several_sends_are_transmitted_in_call_order() {
         );
     }
 }
+}
 
+backend_test! {
 /// RV-5: a MSG_WAITALL receive completes only when its buffers are full.
-#[test]
 fn rv5_waitall_recv_completes_only_when_full() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -775,9 +802,10 @@ fn rv5_waitall_recv_completes_only_when_full() {
     assert_eq!(d.ov.buffers()[0], b"abcd");
     assert_eq!(d.ov.buffers()[1], b"efghij");
 }
+}
 
+backend_test! {
 /// RV-5: a MSG_WAITALL receive also completes when the connection closes, with what it got.
-#[test]
 fn rv5_waitall_recv_completes_short_when_the_peer_closes() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -789,6 +817,7 @@ fn rv5_waitall_recv_completes_short_when_the_peer_closes() {
     let d = done(&port, 1, id, 1);
     assert_eq!(d.ok(), 3, "RV-5: the connection closed → completes with the bytes received");
     assert_eq!(d.ov.buffers().gather(3), b"abc");
+}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -822,14 +851,16 @@ fn udp_round_trip(addr: SocketAddr) {
     assert_eq!(from, s_addr);
 }
 
-#[test]
+backend_test! {
 fn udp_send_to_recv_from_round_trip_reports_the_sender_v4() {
     udp_round_trip(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn udp_send_to_recv_from_round_trip_reports_the_sender_v6() {
     udp_round_trip(loopback_v6());
+}
 }
 
 /// RV-3 / 1.6 / 1.8: a datagram larger than the buffers: the buffers get its first part, the
@@ -860,19 +891,21 @@ fn udp_truncation(addr: SocketAddr) {
     assert!(!d.ov.flags().contains(MsgFlags::TRUNC));
 }
 
-#[test]
+backend_test! {
 fn rv3_truncated_datagram_is_message_too_long_and_the_rest_is_discarded_v4() {
     udp_truncation(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn rv3_truncated_datagram_is_message_too_long_and_the_rest_is_discarded_v6() {
     udp_truncation(loopback_v6());
 }
+}
 
+backend_test! {
 /// WS-3: a datagram larger than the provider maximum fails with WSAEMSGSIZE (234 / 10040) and
 /// nothing is sent; the record comes back.
-#[test]
 fn ws3_oversized_datagram_fails_with_message_too_long() {
     let port = new_port();
     let s = bound_udp(&port, 4, loopback());
@@ -883,6 +916,7 @@ fn ws3_oversized_datagram_fails_with_message_too_long() {
     assert_error(e, ErrorKind::MessageTooLong, 234, 10040);
     let mut buf = [0u8; 16];
     assert!(peer.recv_from(&mut buf).is_err(), "WS-3: nothing was sent");
+}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -901,19 +935,21 @@ fn disconnect_completes(addr: SocketAddr) {
     assert_quiet(&port);
 }
 
-#[test]
+backend_test! {
 fn dx2_disconnect_completes_with_zero_bytes_and_the_peer_reads_eof_v4() {
     disconnect_completes(loopback());
 }
+}
 
-#[test]
+backend_test! {
 fn dx2_disconnect_completes_with_zero_bytes_and_the_peer_reads_eof_v6() {
     disconnect_completes(loopback_v6());
 }
+}
 
+backend_test! {
 /// DX-3: after DisconnectEx (no TF_REUSE_SOCKET) sends fail with WSAESHUTDOWN (10058; port view
 /// 233), while receiving and getpeername keep working.
-#[test]
 fn dx3_after_disconnect_sends_fail_with_shutdown_but_receiving_works() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -932,15 +968,16 @@ fn dx3_after_disconnect_sends_fail_with_shutdown_but_receiving_works() {
     assert_eq!(d.ov.buffers().gather(10), b"still open");
     assert_eq!(read_to_eof(&mut client), b"", "the failed send sent nothing");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // shutdown (§5, CP-9)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CN-8 / CP-9: shutdown(SD_SEND) queues no packet of its own; the peer's pending receive
 /// completes with success and 0 bytes; further sends on the shut side fail with WSAESHUTDOWN;
 /// receiving on it still works.
-#[test]
 fn cn8_shutdown_write_gives_no_packet_and_the_peers_pending_recv_gets_eof() {
     let port = new_port();
     let (a, b) = lib_pair(&port, 1, 2, loopback());
@@ -969,11 +1006,12 @@ fn cn8_shutdown_write_gives_no_packet_and_the_peers_pending_recv_gets_eof() {
     let s = &by_key[&2];
     assert_eq!((s.ov.id(), s.ok()), (sid, 5));
 }
+}
 
+backend_test! {
 /// CN-7 / CP-9 / §8.4.6: shutdown(SD_RECEIVE) does not abort a receive already pending (no
 /// packet), data arriving later still completes it; a new receive after it fails immediately
 /// with WSAESHUTDOWN.
-#[test]
 fn cn7_shutdown_read_keeps_the_pending_recv_and_rejects_new_ones() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -992,10 +1030,11 @@ fn cn7_shutdown_read_keeps_the_pending_recv_and_rejects_new_ones() {
     assert_eq!(d.ov.buffers().gather(4), b"late");
     assert_quiet(&port);
 }
+}
 
+backend_test! {
 /// CN-7: with no receive pending, a receive after shutdown(SD_RECEIVE) fails immediately with
 /// WSAESHUTDOWN and produces no packet (1.5); sending still works.
-#[test]
 fn cn7_recv_after_shutdown_read_is_rejected_with_shutdown() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -1012,14 +1051,15 @@ fn cn7_recv_after_shutdown_read_is_rejected_with_shutdown() {
     client.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"out");
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Non-overlapped (blocking) calls (1.10)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// 1.10 / WS-2: WSASend / WSARecv without an OVERLAPPED behave like blocking send / recv,
 /// gather and scatter included, and never produce a packet, even on an associated socket.
-#[test]
 fn blocking_send_and_recv_scatter_gather_without_packets() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -1066,15 +1106,16 @@ fn blocking_send_and_recv_scatter_gather_without_packets() {
 
     assert_quiet(&port); // 1.7: no overlapped → no packet
 }
+}
 
 // ------------------------------------------------------------------------------------------------
 // The record comes back (CP-6, 1.5, 1.9)
 // ------------------------------------------------------------------------------------------------
 
+backend_test! {
 /// CP-6 / 1.9: every completion hands back the very record that was issued (same identity,
 /// context and buffers), on success and on failure (here a reset, SK-2: ConnectionReset 64 /
 /// 10054), and a record can be reused; a rejected operation hands it back too (1.5).
-#[test]
 fn cp6_completion_hands_back_the_same_record_on_success_and_failure() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -1107,12 +1148,13 @@ fn cp6_completion_hands_back_the_same_record_on_success_and_failure() {
     let e = rejected(&port, Overlapped::with_buffers(44, BufList::new()), |ov| s.recv(ov, MsgFlags::NONE));
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "RV-2: no buffers → WSAEINVAL");
 }
+}
 
+backend_test! {
 /// CN-9 / SK-2 / CN-5: `closesocket` on a socket with `SO_LINGER {1,0}` is abortive: the peer's
 /// pending receive fails with a reset (ERROR_NETNAME_DELETED 64 / WSAECONNRESET 10054) as soon as
 /// the socket is closed, even though the closing program still holds its (now closed) handle
 /// value.
-#[test]
 fn cn9_close_with_zero_linger_resets_the_peer() {
     let port = new_port();
     let (s, client) = tcp_pair_on(&port, 1, loopback());
@@ -1125,4 +1167,5 @@ fn cn9_close_with_zero_linger_resets_the_peer() {
     assert_error(d.err(), ErrorKind::ConnectionReset, 64, 10054);
     assert_eq!(d.bytes, 0);
     drop(client);
+}
 }

@@ -3,10 +3,53 @@
 //! hanging it.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use overlapped::{Completion, CompletionPort, ErrorKind, Socket};
+use overlapped::{Backend, Completion, CompletionPort, ErrorKind, Socket};
+
+/// Defines a test that runs its body once per backend, as `name::io_uring` and `name::epoll`:
+/// ports and sockets created in the body use that backend ([`on_backend`]).
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            fn io_uring() {
+                $crate::common::on_backend(overlapped::Backend::IoUring, || $body)
+            }
+
+            #[test]
+            fn epoll() {
+                $crate::common::on_backend(overlapped::Backend::Epoll, || $body)
+            }
+        }
+    };
+}
+
+/// Runs `body` with `backend` as the default of this thread (see
+/// `overlapped::with_default_backend`). A backend that cannot run on this machine is reported
+/// as skipped, by test name, on the terminal (past the test harness's output capture).
+pub fn on_backend(backend: Backend, body: impl FnOnce()) {
+    if let Err(e) = backend.probe() {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        let _ = writeln!(std::io::stderr(), "SKIPPED {name}: the {backend} backend is not available here ({e})");
+        return;
+    }
+    // The engines that run event and routine operations start with the first one and stay:
+    // start every backend's now, so that a test counting descriptors never sees one appear
+    // because a test on another backend started meanwhile.
+    for b in Backend::ALL.into_iter().filter(|b| b.probe().is_ok()) {
+        overlapped::with_default_backend(b, || overlapped::engine_backend().expect("the engine starts"))
+            .expect("the backend was just probed");
+    }
+    overlapped::with_default_backend(backend, body).expect("the backend was just probed");
+}
 
 /// How long a test waits for a completion that must come.
 pub const WAIT: Duration = Duration::from_secs(5);

@@ -23,6 +23,7 @@ mod event_echo_server;
 mod routine_echo_server;
 
 pub(crate) fn run(model: Model, addr: SocketAddr, threads: usize) -> Result<(), Box<dyn Error>> {
+    check_backend()?;
     // Install the handlers before the server starts, so a signal can never kill it half-way.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     match model {
@@ -53,4 +54,18 @@ fn announce(model: &str, addr: SocketAddr, backend: &str) -> std::io::Result<()>
     let mut out = std::io::stdout().lock();
     writeln!(out, "overlapped: serving model={model} addr={addr} backend={backend}")?;
     out.flush()
+}
+
+/// Explains a backend problem in words before anything starts: an unknown
+/// `OVERLAPPED_BACKEND`, or a forced backend that cannot run here (no silent fallback).
+fn check_backend() -> Result<(), Box<dyn Error>> {
+    let forced = std::env::var("OVERLAPPED_BACKEND").ok().filter(|v| !v.is_empty());
+    let backend = overlapped::Backend::detect().map_err(|_| {
+        format!("OVERLAPPED_BACKEND={:?} is not a backend: use io_uring or epoll", forced.as_deref().unwrap_or(""))
+    })?;
+    backend.probe().map_err(|e| match forced {
+        Some(_) => format!("the {backend} backend (forced by OVERLAPPED_BACKEND) cannot run here: {e}"),
+        None => format!("the {backend} backend cannot run here: {e}"),
+    })?;
+    Ok(())
 }

@@ -50,9 +50,10 @@ impl Backend {
     /// Every backend, in order of preference.
     pub const ALL: [Backend; 2] = [Backend::IoUring, Backend::Epoll];
 
-    /// Whether this backend can run here: sets one up and drops it. The error says why not.
+    /// Whether this backend can run here: the first call sets one up and drops it; the answer
+    /// is kept for the life of the process. The error says why not.
     pub fn probe(self) -> Result<(), crate::Error> {
-        Driver::create(self).map(drop).map_err(crate::Error::from)
+        select::probe(self)
     }
 
     /// The backend a port or socket gets when none is forced: this thread's

@@ -19,6 +19,14 @@ thread_local! {
 /// This process's default: the environment's choice, or the probe's.
 static PROCESS_DEFAULT: OnceLock<Result<Backend, Error>> = OnceLock::new();
 
+/// Whether each backend can run here, probed once.
+static AVAILABLE: [OnceLock<Result<(), Error>>; Backend::ALL.len()] = [const { OnceLock::new() }; 2];
+
+pub(crate) fn probe(backend: Backend) -> Result<(), Error> {
+    let i = Backend::ALL.iter().position(|b| *b == backend).unwrap_or(0);
+    *AVAILABLE[i].get_or_init(|| Driver::create(backend).map(drop).map_err(Error::from))
+}
+
 /// This thread's default backend, if [`with_default_backend`] set one.
 pub(crate) fn thread_default() -> Option<Backend> {
     THREAD_DEFAULT.with(Cell::get)
@@ -40,7 +48,7 @@ pub(crate) fn process_default_backend() -> Result<Backend, Error> {
 fn process_default() -> Result<Backend, Error> {
     match std::env::var(ENV) {
         Ok(name) if !name.is_empty() => name.parse(),
-        _ => Ok(if Driver::create(Backend::IoUring).is_ok() { Backend::IoUring } else { Backend::Epoll }),
+        _ => Ok(if probe(Backend::IoUring).is_ok() { Backend::IoUring } else { Backend::Epoll }),
     }
 }
 

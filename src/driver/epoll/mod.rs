@@ -19,7 +19,7 @@
 
 mod sys;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,6 +55,10 @@ struct SocketWaiters {
     read: VecDeque<Waiting>,
     write: VecDeque<Waiting>,
     registered: bool,
+    /// Known to have nothing to read: a stream receive came back short or would block, and no
+    /// readable edge came since. A new receive then waits for the edge without trying first
+    /// (saving the system call that would fail).
+    drained: bool,
 }
 
 impl SocketWaiters {
@@ -68,6 +72,38 @@ impl SocketWaiters {
 
 type Slot = Arc<Mutex<SocketWaiters>>;
 
+/// The sockets the driver has seen, indexed by descriptor (small, dense numbers: no hashing).
+#[derive(Default)]
+struct SocketTable {
+    slots: Vec<Option<Slot>>,
+}
+
+impl SocketTable {
+    fn index(fd: RawFd) -> Option<usize> {
+        usize::try_from(fd).ok()
+    }
+
+    fn get(&self, fd: RawFd) -> Option<Slot> {
+        self.slots.get(Self::index(fd)?)?.clone()
+    }
+
+    fn get_or_insert(&mut self, fd: RawFd) -> Slot {
+        let i = Self::index(fd).unwrap_or(0);
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        Arc::clone(self.slots[i].get_or_insert_with(Slot::default))
+    }
+
+    fn remove(&mut self, fd: RawFd) -> Option<Slot> {
+        self.slots.get_mut(Self::index(fd)?)?.take()
+    }
+
+    fn all(&self) -> Vec<Slot> {
+        self.slots.iter().flatten().cloned().collect()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -76,7 +112,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct EpollDriver {
     epfd: OwnedFd,
     wake_fd: OwnedFd,
-    sockets: Mutex<HashMap<RawFd, Slot>>,
+    sockets: Mutex<SocketTable>,
     /// Results of steps that finished without waiting (or were cancelled), not yet reaped.
     ready: Mutex<VecDeque<(RawOp, i32)>>,
     has_ready: AtomicBool,
@@ -94,7 +130,7 @@ impl EpollDriver {
         Ok(Self {
             epfd,
             wake_fd,
-            sockets: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(SocketTable::default()),
             ready: Mutex::new(VecDeque::new()),
             has_ready: AtomicBool::new(false),
             polling: AtomicUsize::new(0),
@@ -119,13 +155,25 @@ impl EpollDriver {
         let (fd, dir) = target(&step);
         let slot = self.slot(fd);
         let mut waiters = lock(&slot);
-        // Earlier operations of this direction go first (issue order).
-        if !waiters.list(dir).is_empty() {
+        // Earlier operations of this direction go first (issue order); a receive on a socket
+        // known to be drained waits for its edge (it is registered: `drained` implies it).
+        if !waiters.list(dir).is_empty() || (dir == Direction::Read && waiters.drained) {
             waiters.list(dir).push_back(Waiting { op, connecting: false });
             return;
         }
-        let connecting = match sys::attempt(&step) {
+        let attempt = sys::attempt(&step);
+        waiters.drained |= drains(&step, &attempt, &op);
+        let connecting = match attempt {
+            Attempt::Done(res) if !waiters.drained || waiters.registered => {
+                drop(waiters);
+                self.push_ready(op, res);
+                return;
+            }
             Attempt::Done(res) => {
+                // Drained but not registered yet: register, so the next edge is seen (if that
+                // fails, the next receive simply tries first).
+                waiters.registered = sys::epoll_add(&self.epfd, fd, fd as u64, false).is_ok();
+                waiters.drained = waiters.registered;
                 drop(waiters);
                 self.push_ready(op, res);
                 return;
@@ -145,7 +193,7 @@ impl EpollDriver {
     }
 
     fn slot(&self, fd: RawFd) -> Slot {
-        Arc::clone(lock(&self.sockets).entry(fd).or_default())
+        lock(&self.sockets).get_or_insert(fd)
     }
 
     fn push_ready(&self, op: RawOp, res: i32) {
@@ -168,10 +216,10 @@ impl EpollDriver {
     /// Completes the operation with this id with `ECANCELED` if it is waiting (on `fd`'s lists,
     /// or anywhere if not found there); one being performed completes on its own.
     pub(crate) fn cancel(&self, id: usize, fd: RawFd) {
-        let slot = lock(&self.sockets).get(&fd).cloned();
+        let slot = lock(&self.sockets).get(fd);
         let found = slot.is_some_and(|s| self.cancel_in(&s, |op| op.id() == id));
         if !found {
-            let all: Vec<Slot> = lock(&self.sockets).values().cloned().collect();
+            let all: Vec<Slot> = lock(&self.sockets).all();
             for s in all {
                 if self.cancel_in(&s, |op| op.id() == id) {
                     break;
@@ -206,7 +254,7 @@ impl EpollDriver {
 
     /// Cancels every waiting operation.
     pub(crate) fn cancel_all(&self) {
-        let all: Vec<Slot> = lock(&self.sockets).values().cloned().collect();
+        let all: Vec<Slot> = lock(&self.sockets).all();
         for s in all {
             self.cancel_in(&s, |_| true);
         }
@@ -236,7 +284,8 @@ impl EpollDriver {
     /// Forgets a socket whose descriptor is about to be closed, so that a new socket reusing
     /// the number is registered afresh.
     pub(crate) fn forget_fd(&self, fd: RawFd) {
-        if let Some(slot) = lock(&self.sockets).remove(&fd) {
+        let removed = lock(&self.sockets).remove(fd);
+        if let Some(slot) = removed {
             if lock(&slot).registered {
                 sys::epoll_del(&self.epfd, fd);
             }
@@ -315,9 +364,10 @@ impl EpollDriver {
     /// A socket became ready: retry its waiting operations in order, delivering each that
     /// finishes, until one would block.
     fn on_ready(&self, fd: RawFd, flags: u32, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        let Some(slot) = lock(&self.sockets).get(&fd).cloned() else { return };
+        let Some(slot) = lock(&self.sockets).get(fd) else { return };
         let trouble = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | trouble) != 0 {
+            lock(&slot).drained = false;
             self.retry(&slot, Direction::Read, on_complete);
         }
         if flags & (libc::EPOLLOUT as u32 | trouble) != 0 {
@@ -331,7 +381,10 @@ impl EpollDriver {
             let finished = {
                 let mut waiters = lock(slot);
                 let Some(front) = waiters.list(dir).front_mut() else { return };
-                let outcome = match sys::attempt(&machine::next_step(front.op.state_mut())) {
+                let step = machine::next_step(front.op.state_mut());
+                let attempt = sys::attempt(&step);
+                let drained = drains(&step, &attempt, &front.op);
+                let outcome = match attempt {
                     // The connect under way has completed.
                     Attempt::Done(res) if front.connecting && res == -libc::EISCONN => Some(0),
                     Attempt::Done(res) => Some(res),
@@ -341,6 +394,7 @@ impl EpollDriver {
                         None
                     }
                 };
+                waiters.drained |= drained;
                 match outcome {
                     Some(res) => waiters.list(dir).pop_front().map(|w| (w.op, res)),
                     None => return,
@@ -350,6 +404,20 @@ impl EpollDriver {
                 self.deliver(op, res, on_complete);
             }
         }
+    }
+}
+
+/// Whether an attempt shows that a stream socket has nothing more to read: it would block, or
+/// a plain receive came back with less than it asked for (the kernel hands over everything
+/// it has; more data will come with a new edge).
+fn drains(step: &Step, attempt: &Attempt, op: &RawOp) -> bool {
+    match (step, attempt) {
+        (Step::Recv { .. } | Step::RecvMsg { .. }, Attempt::WouldBlock) => true,
+        (Step::Recv { len, .. }, Attempt::Done(res)) => {
+            let stream = op.state().socket.as_ref().is_some_and(|s| s.is_stream());
+            stream && *res > 0 && (*res as u32) < *len
+        }
+        _ => false,
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use self::sys::Attempt;
@@ -70,37 +70,44 @@ impl SocketWaiters {
     }
 }
 
-type Slot = Arc<Mutex<SocketWaiters>>;
+type Slot = Mutex<SocketWaiters>;
 
-/// The sockets the driver has seen, indexed by descriptor (small, dense numbers: no hashing).
-#[derive(Default)]
+/// Descriptors per chunk of the socket table.
+const CHUNK: usize = 1024;
+/// Chunks: descriptors up to `CHUNK * CHUNKS` (a million) have a slot.
+const CHUNKS: usize = 1024;
+
+/// The driver's per-socket state, indexed by descriptor (small, dense numbers): chunks of
+/// slots allocated on first use and never moved, so a lookup takes no lock.
 struct SocketTable {
-    slots: Vec<Option<Slot>>,
+    chunks: Box<[OnceLock<Box<[Slot]>>]>,
 }
 
 impl SocketTable {
-    fn index(fd: RawFd) -> Option<usize> {
-        usize::try_from(fd).ok()
+    fn new() -> Self {
+        Self { chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect() }
     }
 
-    fn get(&self, fd: RawFd) -> Option<Slot> {
-        self.slots.get(Self::index(fd)?)?.clone()
+    fn position(fd: RawFd) -> Option<(usize, usize)> {
+        let i = usize::try_from(fd).ok()?;
+        (i < CHUNK * CHUNKS).then_some((i / CHUNK, i % CHUNK))
     }
 
-    fn get_or_insert(&mut self, fd: RawFd) -> Slot {
-        let i = Self::index(fd).unwrap_or(0);
-        if i >= self.slots.len() {
-            self.slots.resize(i + 1, None);
-        }
-        Arc::clone(self.slots[i].get_or_insert_with(Slot::default))
+    /// The slot of `fd`, creating its chunk if needed (`None` for numbers out of range).
+    fn slot(&self, fd: RawFd) -> Option<&Slot> {
+        let (chunk, at) = Self::position(fd)?;
+        let slots = self.chunks[chunk].get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
+        Some(&slots[at])
     }
 
-    fn remove(&mut self, fd: RawFd) -> Option<Slot> {
-        self.slots.get_mut(Self::index(fd)?)?.take()
+    /// The slot of `fd` if its chunk exists.
+    fn existing(&self, fd: RawFd) -> Option<&Slot> {
+        let (chunk, at) = Self::position(fd)?;
+        Some(&self.chunks[chunk].get()?[at])
     }
 
-    fn all(&self) -> Vec<Slot> {
-        self.slots.iter().flatten().cloned().collect()
+    fn all(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().filter_map(OnceLock::get).flat_map(|c| c.iter())
     }
 }
 
@@ -112,7 +119,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct EpollDriver {
     epfd: OwnedFd,
     wake_fd: OwnedFd,
-    sockets: Mutex<SocketTable>,
+    sockets: SocketTable,
     /// Results of steps that finished without waiting (or were cancelled), not yet reaped.
     ready: Mutex<VecDeque<(RawOp, i32)>>,
     has_ready: AtomicBool,
@@ -130,7 +137,7 @@ impl EpollDriver {
         Ok(Self {
             epfd,
             wake_fd,
-            sockets: Mutex::new(SocketTable::default()),
+            sockets: SocketTable::new(),
             ready: Mutex::new(VecDeque::new()),
             has_ready: AtomicBool::new(false),
             polling: AtomicUsize::new(0),
@@ -153,8 +160,11 @@ impl EpollDriver {
     fn start(&self, mut op: RawOp) {
         let step = machine::next_step(op.state_mut());
         let (fd, dir) = target(&step);
-        let slot = self.slot(fd);
-        let mut waiters = lock(&slot);
+        let Some(slot) = self.sockets.slot(fd) else {
+            self.push_ready(op, -libc::EBADF);
+            return;
+        };
+        let mut waiters = lock(slot);
         // Earlier operations of this direction go first (issue order); a receive on a socket
         // known to be drained waits for its edge (it is registered: `drained` implies it).
         if !waiters.list(dir).is_empty() || (dir == Direction::Read && waiters.drained) {
@@ -192,10 +202,6 @@ impl EpollDriver {
         waiters.list(dir).push_back(Waiting { op, connecting });
     }
 
-    fn slot(&self, fd: RawFd) -> Slot {
-        lock(&self.sockets).get_or_insert(fd)
-    }
-
     fn push_ready(&self, op: RawOp, res: i32) {
         lock(&self.ready).push_back((op, res));
         self.has_ready.store(true, Ordering::SeqCst);
@@ -216,12 +222,10 @@ impl EpollDriver {
     /// Completes the operation with this id with `ECANCELED` if it is waiting (on `fd`'s lists,
     /// or anywhere if not found there); one being performed completes on its own.
     pub(crate) fn cancel(&self, id: usize, fd: RawFd) {
-        let slot = lock(&self.sockets).get(fd);
-        let found = slot.is_some_and(|s| self.cancel_in(&s, |op| op.id() == id));
+        let found = self.sockets.existing(fd).is_some_and(|s| self.cancel_in(s, |op| op.id() == id));
         if !found {
-            let all: Vec<Slot> = lock(&self.sockets).all();
-            for s in all {
-                if self.cancel_in(&s, |op| op.id() == id) {
+            for s in self.sockets.all() {
+                if self.cancel_in(s, |op| op.id() == id) {
                     break;
                 }
             }
@@ -254,9 +258,8 @@ impl EpollDriver {
 
     /// Cancels every waiting operation.
     pub(crate) fn cancel_all(&self) {
-        let all: Vec<Slot> = lock(&self.sockets).all();
-        for s in all {
-            self.cancel_in(&s, |_| true);
+        for s in self.sockets.all() {
+            self.cancel_in(s, |_| true);
         }
     }
 
@@ -284,12 +287,14 @@ impl EpollDriver {
     /// Forgets a socket whose descriptor is about to be closed, so that a new socket reusing
     /// the number is registered afresh.
     pub(crate) fn forget_fd(&self, fd: RawFd) {
-        let removed = lock(&self.sockets).remove(fd);
-        if let Some(slot) = removed {
-            if lock(&slot).registered {
-                sys::epoll_del(&self.epfd, fd);
-            }
+        let Some(slot) = self.sockets.existing(fd) else { return };
+        let mut waiters = lock(slot);
+        if waiters.registered {
+            sys::epoll_del(&self.epfd, fd);
         }
+        // No operation waits here any more (each held the socket that is going away).
+        waiters.registered = false;
+        waiters.drained = false;
     }
 
     pub(crate) fn has_completions(&self) -> bool {
@@ -364,14 +369,14 @@ impl EpollDriver {
     /// A socket became ready: retry its waiting operations in order, delivering each that
     /// finishes, until one would block.
     fn on_ready(&self, fd: RawFd, flags: u32, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        let Some(slot) = lock(&self.sockets).get(fd) else { return };
+        let Some(slot) = self.sockets.existing(fd) else { return };
         let trouble = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | trouble) != 0 {
-            lock(&slot).drained = false;
-            self.retry(&slot, Direction::Read, on_complete);
+            lock(slot).drained = false;
+            self.retry(slot, Direction::Read, on_complete);
         }
         if flags & (libc::EPOLLOUT as u32 | trouble) != 0 {
-            self.retry(&slot, Direction::Write, on_complete);
+            self.retry(slot, Direction::Write, on_complete);
         }
     }
 

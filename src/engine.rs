@@ -2,7 +2,8 @@
 //! notified through an event or a completion routine (spec 1.7, §8.1: the kernel side of
 //! "set the event" and "queue the APC").
 //!
-//! It is a private completion port with its own ring, and one thread that waits on it. That
+//! It is a private completion port (one per backend: io_uring, epoll) with one thread that
+//! waits on it. That
 //! thread reaps each completion, writes the result into the record and hands the record to
 //! its notification (the caller's [`PendingIo`](crate::PendingIo) slot and event), as the
 //! Windows kernel does on I/O completion; it runs no application code. It starts with the first

@@ -60,6 +60,11 @@
 //! # }
 //! ```
 //!
+//! ## Backends
+//! io_uring when it can be set up, epoll otherwise, chosen at run time; forced with
+//! `OVERLAPPED_BACKEND=io_uring|epoll`, [`PortBuilder::backend`] or [`with_default_backend`].
+//! The API and the behaviour are the same on both ([`Backend`]).
+//!
 //! ## Safety
 //! The public API is safe: an operation owns its buffers from the call until its completion
 //! hands them back, so dropping or closing a socket or a port mid-operation cannot free memory

@@ -11,10 +11,15 @@
 //!   is ready, the timeout passes, or [`Driver::wake`] is called, then hands every ready result
 //!   to the callback on the calling thread: no extra thread sits between the kernel and the
 //!   waiter.
-//! - [`Driver::cancel`] asks for one operation (by id) to finish early with `ECANCELED`;
+//! - A result may also come back through [`Driver::reap_ready`] (what is already there, without
+//!   blocking) or [`Driver::reap_now`] (also what the kernel finished and has not reported).
+//! - [`Driver::cancel`] asks for one operation (by id; the descriptor it works on is a hint) to
+//!   finish early with `ECANCELED`;
 //!   [`Driver::close`] cancels everything and refuses further steps. A cancelled operation
 //!   still comes back through `wait`, so its memory is freed only after the kernel is done.
-//! - [`Driver::flush`] hands work that `submit` buffered to the kernel.
+//! - [`Driver::flush`] hands work that `submit` buffered to the kernel (io_uring), or wakes the
+//!   poller for results that `submit` produced at once (epoll).
+//! - [`Driver::forget_fd`] drops what the backend keeps about a descriptor about to be closed.
 
 mod epoll;
 mod select;

@@ -286,6 +286,39 @@ fn ax4_accept_with_buffer_completes_only_after_data_v6() {
 }
 
 backend_test! {
+/// AX-4: after an accept whose first receive had to wait completes and its socket is closed,
+/// the next accepted socket (which usually gets the same descriptor number) works on the same
+/// port: the backend keeps nothing stale about the number.
+fn a_socket_after_an_accept_with_data_works_on_the_same_port() {
+    let port = new_port();
+    let listener = Socket::listen_tcp(loopback(), 16).unwrap();
+    port.associate(&listener, 7).unwrap();
+    let to = listener.local_addr().unwrap();
+    for round in 0..3u32 {
+        let id = issue(Overlapped::with_buffers(round, BufList::with_capacity(64)), |ov| listener.accept(ov));
+        let mut first = timed(TcpStream::connect(to).unwrap());
+        assert_quiet(&port); // the receive step waits for data
+        first.write_all(b"hello").unwrap();
+        let mut d = done(&port, 7, id, round);
+        assert_eq!(d.ok(), 5);
+        drop(d.ov.take_accepted().expect("accepted"));
+
+        let id = issue(Overlapped::new(10 + round), |ov| listener.accept(ov));
+        let mut second = timed(TcpStream::connect(to).unwrap());
+        let mut d = done(&port, 7, id, 10 + round);
+        let acc = d.ov.take_accepted().expect("accepted");
+        port.associate(&acc.socket, 9).unwrap();
+        let rid = issue(Overlapped::with_buffers(20 + round, BufList::with_capacity(64)), |ov| {
+            acc.socket.recv(ov, MsgFlags::NONE)
+        });
+        second.write_all(b"again").unwrap();
+        let r = done(&port, 9, rid, 20 + round);
+        assert_eq!((r.ok(), r.ov.buffers().gather(5).as_slice()), (5, &b"again"[..]), "round {round}");
+    }
+}
+}
+
+backend_test! {
 /// AX-4: a client that closes gracefully without sending completes an accept with a receive
 /// buffer successfully with 0 bytes.
 fn ax4_accept_with_buffer_client_closes_without_sending_gives_zero_bytes() {

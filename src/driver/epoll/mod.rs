@@ -321,15 +321,15 @@ impl EpollDriver {
 
     fn deliver(&self, op: RawOp, res: i32, on_complete: &mut dyn FnMut(RawOp, i32)) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if res < 0 {
-            self.forget_failed_accept(&op);
-        }
+        self.forget_accepted(&op);
         on_complete(op, res);
     }
 
-    /// An accept whose receive on the new connection failed or was cancelled closes that
-    /// connection: forget its registration before the number can be reused.
-    fn forget_failed_accept(&self, op: &RawOp) {
+    /// The first receive of an accept waited on the new connection's descriptor here. That
+    /// descriptor now becomes a socket of its own, which registers afresh wherever its
+    /// operations run, or is closed: either way this driver must forget it before the number
+    /// can be reused.
+    fn forget_accepted(&self, op: &RawOp) {
         if let OpKind::Accept { accepted: Some(new) } = &op.state().kind {
             self.forget_fd(new.as_raw_fd());
         }

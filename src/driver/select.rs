@@ -81,3 +81,45 @@ pub(crate) fn unavailable(e: Error) -> Error {
         None => Error::new(ErrorKind::Unsupported),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_round_trip_and_unknown_names_are_refused() {
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>().unwrap(), b);
+            assert_eq!(b.to_string(), b.name());
+        }
+        let e = "uring".parse::<Backend>().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn a_thread_default_applies_inside_its_scope_only_and_nests() {
+        let outside = thread_default();
+        with_default_backend(Backend::Epoll, || {
+            assert_eq!(thread_default(), Some(Backend::Epoll));
+            assert_eq!(default_backend().unwrap(), Backend::Epoll);
+            if Backend::IoUring.probe().is_ok() {
+                with_default_backend(Backend::IoUring, || assert_eq!(thread_default(), Some(Backend::IoUring)))
+                    .unwrap();
+            }
+            assert_eq!(thread_default(), Some(Backend::Epoll), "the inner scope restored the outer default");
+            // Another thread does not see this thread's default.
+            std::thread::spawn(|| assert_eq!(thread_default(), None)).join().unwrap();
+        })
+        .unwrap();
+        assert_eq!(thread_default(), outside);
+    }
+
+    #[test]
+    fn a_default_is_restored_even_when_the_scope_panics() {
+        let r = std::panic::catch_unwind(|| {
+            let _ = with_default_backend(Backend::Epoll, || panic!("inside"));
+        });
+        assert!(r.is_err());
+        assert_eq!(thread_default(), None);
+    }
+}

@@ -16,12 +16,18 @@
 //! Run it: `cargo run --example event_echo_server -- 127.0.0.1:9000`
 //! (the same server runs as `overlapped serve --model event`).
 
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use overlapped::{BufList, Error, ErrorKind, Event, Issued, MsgFlags, Overlapped, PendingIo, Socket, Wait};
+
+// The CLI and the benchmark compile both lecture servers, each with its own copy of this.
+#[path = "support/accept_thread.rs"]
+#[allow(clippy::duplicate_mod)]
+mod accept_thread;
+
+use accept_thread::{AcceptThread, Handoff};
 
 /// Receive buffer size per client.
 const BUF_SIZE: usize = 4096;
@@ -35,50 +41,27 @@ pub enum Op {
     Send,
 }
 
-/// What the accept thread shares with the I/O thread.
-struct Shared {
-    new_clients: Mutex<Vec<Socket>>,
-    /// Index 0 of the I/O thread's event array.
-    wake: Event,
-    stop: AtomicBool,
-}
-
 /// A running echo server.
 pub struct EchoServer {
-    shared: Arc<Shared>,
-    listener: Socket,
-    local_addr: SocketAddr,
+    acceptor: AcceptThread,
     backend: overlapped::Backend,
-    accept_thread: JoinHandle<()>,
     io_thread: JoinHandle<()>,
 }
 
 impl EchoServer {
     /// Binds `addr` and starts the accept thread and the I/O thread.
     pub fn start(addr: SocketAddr) -> Result<Self, Error> {
-        // Starts the engine that runs event-notified operations, and names its backend.
+        // Starts the engine that runs these operations, and names its backend.
         let backend = overlapped::engine_backend()?;
-        let listener = Socket::listen_tcp(addr, 1024)?;
-        let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            new_clients: Mutex::new(Vec::new()),
-            wake: Event::auto(false),
-            stop: AtomicBool::new(false),
-        });
-        let accept_thread = {
-            let (shared, listener) = (shared.clone(), listener.clone());
-            thread::spawn(move || accept_loop(&listener, &shared))
-        };
-        let io_thread = {
-            let shared = shared.clone();
-            thread::spawn(move || IoThread::new(shared).run())
-        };
-        Ok(Self { shared, listener, local_addr, backend, accept_thread, io_thread })
+        let acceptor = AcceptThread::start(addr)?;
+        let handoff = acceptor.handoff();
+        let io_thread = thread::spawn(move || IoThread::new(handoff).run());
+        Ok(Self { acceptor, backend, io_thread })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.acceptor.local_addr()
     }
 
     /// The backend running the server's operations.
@@ -88,36 +71,15 @@ impl EchoServer {
 
     /// Stops both threads; the I/O thread closes every client on its way out.
     pub fn stop(self) -> Result<(), Error> {
-        self.shared.stop.store(true, Ordering::Release);
-        // Wakes the accept thread out of `accept` (Linux fails it once the listener is shut).
-        let _ = self.listener.shutdown(std::net::Shutdown::Read);
-        self.shared.wake.set()?;
-        let _ = self.accept_thread.join();
+        let stopped = self.acceptor.stop();
         let _ = self.io_thread.join();
-        self.listener.close()
+        stopped
     }
 
     /// Runs until the server is stopped from elsewhere.
     pub fn join(self) {
-        let _ = self.accept_thread.join();
+        self.acceptor.join();
         let _ = self.io_thread.join();
-    }
-}
-
-/// The accept thread: blocking `accept`, then hand the client over and wake the I/O thread.
-fn accept_loop(listener: &Socket, shared: &Shared) {
-    while !shared.stop.load(Ordering::Acquire) {
-        match listener.sock_ref().accept() {
-            Ok((client, _)) => {
-                let client = Socket::from(TcpStream::from(client));
-                let _ = client.set_nodelay(true);
-                shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()).push(client);
-                let _ = shared.wake.set();
-            }
-            // A signal, or a client that left before it was accepted: keep accepting.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted) => {}
-            Err(_) => return,
-        }
     }
 }
 
@@ -129,22 +91,22 @@ struct Client {
 
 /// The I/O thread's state: `events[0]` wakes it, `events[i]` belongs to `clients[i - 1]`.
 struct IoThread {
-    shared: Arc<Shared>,
+    handoff: Arc<Handoff>,
     events: Vec<Event>,
     clients: Vec<Client>,
 }
 
 impl IoThread {
-    fn new(shared: Arc<Shared>) -> Self {
-        let events = vec![shared.wake.clone()];
-        Self { shared, events, clients: Vec::new() }
+    fn new(handoff: Arc<Handoff>) -> Self {
+        let events = vec![handoff.wake_event().clone()];
+        Self { handoff, events, clients: Vec::new() }
     }
 
     fn run(mut self) {
         loop {
             match overlapped::wait_for_events(&self.events, false, None, false) {
                 Ok(Wait::Signaled(0)) => {
-                    if self.shared.stop.load(Ordering::Acquire) {
+                    if self.handoff.stopping() {
                         return;
                     }
                     self.add_new_clients();
@@ -162,8 +124,7 @@ impl IoThread {
 
     /// Starts a receive on every client the accept thread handed over.
     fn add_new_clients(&mut self) {
-        let new = std::mem::take(&mut *self.shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()));
-        for socket in new {
+        for socket in self.handoff.take_clients() {
             let event = Event::new(); // WSACreateEvent
             let ov = Overlapped::with_buffers(Op::Recv, BufList::with_capacity(BUF_SIZE)).with_event(event.clone());
             if let Some(io) = issue(&socket, ov) {

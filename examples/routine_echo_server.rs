@@ -17,12 +17,17 @@
 //! Run it: `cargo run --example routine_echo_server -- 127.0.0.1:9000`
 //! (the same server runs as `overlapped serve --model routine`).
 
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::thread::{self, JoinHandle};
 
-use overlapped::{BufList, Error, Event, MsgFlags, Overlapped, Socket, Wait};
+use overlapped::{BufList, Error, MsgFlags, Overlapped, Socket, Wait};
+
+// The CLI and the benchmark compile both lecture servers, each with its own copy of this.
+#[path = "support/accept_thread.rs"]
+#[allow(clippy::duplicate_mod)]
+mod accept_thread;
+
+use accept_thread::{AcceptThread, Handoff};
 
 /// Receive buffer size per client.
 const BUF_SIZE: usize = 4096;
@@ -42,49 +47,27 @@ pub struct Io {
     client: Socket,
 }
 
-/// What the accept thread shares with the I/O thread.
-struct Shared {
-    new_clients: Mutex<Vec<Socket>>,
-    /// Signalled when clients are waiting to be started, or to stop.
-    wake: Event,
-    stop: AtomicBool,
-}
-
 /// A running echo server.
 pub struct EchoServer {
-    shared: Arc<Shared>,
-    listener: Socket,
-    local_addr: SocketAddr,
+    acceptor: AcceptThread,
     backend: overlapped::Backend,
-    accept_thread: JoinHandle<()>,
     io_thread: JoinHandle<()>,
 }
 
 impl EchoServer {
     /// Binds `addr` and starts the accept thread and the I/O thread.
     pub fn start(addr: SocketAddr) -> Result<Self, Error> {
+        // Starts the engine that runs these operations, and names its backend.
         let backend = overlapped::engine_backend()?;
-        let listener = Socket::listen_tcp(addr, 1024)?;
-        let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            new_clients: Mutex::new(Vec::new()),
-            wake: Event::auto(false),
-            stop: AtomicBool::new(false),
-        });
-        let accept_thread = {
-            let (shared, listener) = (shared.clone(), listener.clone());
-            thread::spawn(move || accept_loop(&listener, &shared))
-        };
-        let io_thread = {
-            let shared = shared.clone();
-            thread::spawn(move || io_loop(&shared))
-        };
-        Ok(Self { shared, listener, local_addr, backend, accept_thread, io_thread })
+        let acceptor = AcceptThread::start(addr)?;
+        let handoff = acceptor.handoff();
+        let io_thread = thread::spawn(move || io_loop(&handoff));
+        Ok(Self { acceptor, backend, io_thread })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.acceptor.local_addr()
     }
 
     /// The backend running the server's operations.
@@ -92,51 +75,30 @@ impl EchoServer {
         self.backend
     }
 
-    /// Stops both threads. The I/O thread's exit cancels its operations, closing the clients.
+    /// Stops both threads; the I/O thread's exit cancels its operations, closing the
+    /// clients (TE-1).
     pub fn stop(self) -> Result<(), Error> {
-        self.shared.stop.store(true, Ordering::Release);
-        // Wakes the accept thread out of `accept` (Linux fails it once the listener is shut).
-        let _ = self.listener.shutdown(std::net::Shutdown::Read);
-        self.shared.wake.set()?;
-        let _ = self.accept_thread.join();
+        let stopped = self.acceptor.stop();
         let _ = self.io_thread.join();
-        self.listener.close()
+        stopped
     }
 
     /// Runs until the server is stopped from elsewhere.
     pub fn join(self) {
-        let _ = self.accept_thread.join();
+        self.acceptor.join();
         let _ = self.io_thread.join();
     }
 }
 
-/// The accept thread: blocking `accept`, then hand the client over and signal the I/O thread.
-fn accept_loop(listener: &Socket, shared: &Shared) {
-    while !shared.stop.load(Ordering::Acquire) {
-        match listener.sock_ref().accept() {
-            Ok((client, _)) => {
-                let client = Socket::from(TcpStream::from(client));
-                let _ = client.set_nodelay(true);
-                shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()).push(client);
-                let _ = shared.wake.set();
-            }
-            // A signal, or a client that left before it was accepted: keep accepting.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted) => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// The I/O thread: an alertable wait, in which the completion routines run.
-fn io_loop(shared: &Shared) {
+fn io_loop(handoff: &Handoff) {
     loop {
-        match shared.wake.wait(None, true) {
+        match handoff.wake_event().wait(None, true) {
             Ok(Wait::Signaled(_)) => {
-                if shared.stop.load(Ordering::Acquire) {
+                if handoff.stopping() {
                     return;
                 }
-                let new = std::mem::take(&mut *shared.new_clients.lock().unwrap_or_else(|e| e.into_inner()));
-                for client in new {
+                for client in handoff.take_clients() {
                     let io = Io { op: Op::Recv, client: client.clone() };
                     let ov = Overlapped::with_buffers(io, BufList::with_capacity(BUF_SIZE))
                         .with_completion_routine(completion_routine);

@@ -76,6 +76,10 @@ struct QueueState {
 }
 
 impl ApcQueue {
+    fn new(alive: bool) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(QueueState { apcs: VecDeque::new(), alertable: None, alive }) })
+    }
+
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -123,9 +127,7 @@ impl Drop for ThreadQueue {
 }
 
 thread_local! {
-    static QUEUE: ThreadQueue = ThreadQueue(Arc::new(ApcQueue {
-        state: Mutex::new(QueueState { apcs: VecDeque::new(), alertable: None, alive: true }),
-    }));
+    static QUEUE: ThreadQueue = ThreadQueue(ApcQueue::new(true));
 }
 
 /// The calling thread's APC queue (`None` while the thread is exiting).
@@ -196,10 +198,7 @@ impl ThreadHandle {
     /// The calling thread (`GetCurrentThread`, duplicated into a real handle).
     pub fn current() -> Self {
         // During thread teardown the queue is gone: the handle is one of an exited thread.
-        let queue = current_queue().unwrap_or_else(|| {
-            let st = QueueState { apcs: VecDeque::new(), alertable: None, alive: false };
-            Arc::new(ApcQueue { state: Mutex::new(st) })
-        });
+        let queue = current_queue().unwrap_or_else(|| ApcQueue::new(false));
         Self { queue }
     }
 

@@ -123,10 +123,7 @@ impl Event {
 
     /// Signals the event from an operation's completion; a closed event is left alone.
     pub(crate) fn signal(&self) {
-        let mut st = self.obj.lock();
-        if st.check_open().is_ok() {
-            st.set();
-        }
+        let _ = self.set();
     }
 
     /// Resets the event as an operation is issued (EV-2); a closed event is left alone.

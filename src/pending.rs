@@ -10,35 +10,49 @@ use crate::error::{Error, ErrorKind};
 use crate::op::{Notify, RawOp};
 use crate::overlapped::{Overlapped, OverlappedId};
 
-/// Where a completed record waits for its [`PendingIo`] handle.
+/// Where a completed record waits for its [`PendingIo`] handle. Once the handle has taken the
+/// record, the slot goes back into the record, so that reissuing it allocates nothing.
 pub(crate) struct ResultSlot {
     record: Mutex<Option<RawOp>>,
+    /// Set when `record` is filled: read without the lock by `HasOverlappedIoCompleted`.
     completed: AtomicBool,
     done: Condvar,
 }
 
 impl ResultSlot {
-    pub(crate) fn new() -> Self {
-        Self { record: Mutex::new(None), completed: AtomicBool::new(false), done: Condvar::new() }
+    /// The slot a record kept from its last flight, or a new one. A kept slot is free: its
+    /// handle gave it back with the record, and whoever completed that flight is at most still
+    /// notifying its condition variable (a spurious wake-up for the new flight's waiters).
+    pub(crate) fn reuse(spare: Option<Arc<ResultSlot>>) -> Arc<ResultSlot> {
+        match spare {
+            Some(slot) => {
+                slot.completed.store(false, Ordering::Release);
+                slot
+            }
+            None => {
+                Arc::new(Self { record: Mutex::new(None), completed: AtomicBool::new(false), done: Condvar::new() })
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<RawOp>> {
         self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores the completed record (its status already written, IO-1), then signals its event
-    /// (EV-2).
+    /// Stores the completed record (its status already written, IO-1) and signals its event
+    /// (EV-2), both under the slot's lock: a handle takes the record only once its event is
+    /// set, so reissuing the record can never be followed by this flight's signal.
     fn complete(&self, op: RawOp) {
-        let event = op.state().event.clone();
         {
             let mut record = self.lock();
+            let event = op.state().event.clone();
             *record = Some(op);
             self.completed.store(true, Ordering::Release);
+            if let Some(e) = event {
+                e.signal();
+            }
         }
         self.done.notify_all();
-        if let Some(e) = event {
-            e.signal();
-        }
     }
 }
 
@@ -108,9 +122,9 @@ impl<C: Send + 'static> PendingIo<C> {
                 slot.done.wait_while(record, |r| r.is_none()).unwrap_or_else(|e| e.into_inner())
             });
         }
-        let op = record.take().ok_or(Error::new(ErrorKind::InvalidArgument))?;
+        let mut op = record.take().ok_or(Error::new(ErrorKind::InvalidArgument))?;
         drop(record);
-        self.slot = None;
+        op.state_mut().spare_slot = self.slot.take();
         Ok(Overlapped::from_raw(op))
     }
 }

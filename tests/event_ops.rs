@@ -16,7 +16,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{QUIET, WAIT, assert_quiet, loopback, loopback_v6, next, port, tcp_pair};
+use common::{
+    QUIET, WAIT, assert_quiet, loopback, loopback_v6, next, port, tcp_pair, unassociated_tcp_pair,
+    unassociated_tcp_pair_on,
+};
 use overlapped::{
     BufList, CompletionPort, Error, ErrorKind, Event, Issued, MsgFlags, Overlapped, PendingIo, Rejected, Socket, Wait,
     wait_for_events,
@@ -27,22 +30,6 @@ type IssueResult<C> = Result<Issued<C>, Rejected<C>>;
 // ------------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------------
-
-/// A connected TCP pair on `addr`'s family, associated with no port: the library side and a
-/// std client with bounded reads and writes.
-fn pair_on(addr: SocketAddr) -> (Socket, TcpStream) {
-    let listener = TcpListener::bind(addr).unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    client.set_read_timeout(Some(WAIT)).unwrap();
-    client.set_write_timeout(Some(WAIT)).unwrap();
-    (Socket::from(server), client)
-}
-
-/// A connected IPv4 TCP pair, see [`pair_on`].
-fn pair() -> (Socket, TcpStream) {
-    pair_on(loopback())
-}
 
 /// A receive record with `cap` bytes of spare capacity and `event` attached.
 fn recv_ov<C: Send + 'static>(ctx: C, cap: usize, event: &Event) -> Overlapped<C> {
@@ -217,7 +204,7 @@ fn wait_drops(c: &AtomicUsize, n: usize, what: &str) {
 /// overlapped_result(false) hands back the record with the bytes in its buffers, its context
 /// and its event.
 fn recv_resets_then_sets(addr: SocketAddr) {
-    let (s, mut client) = pair_on(addr);
+    let (s, mut client) = unassociated_tcp_pair_on(addr);
     let ev = Event::manual(true);
     let mut io = event_io(s.recv(recv_ov(7u32, 64, &ev), MsgFlags::NONE));
     assert!(!ev.is_set(), "EV-2: starting the operation reset the event");
@@ -250,7 +237,7 @@ backend_test! {
 /// 1.4 / EV-2: a send on a connected socket (completes at once) still signals its event; the
 /// result is there with overlapped_result(false); the peer receives the bytes.
 fn ev2_1_4_immediate_send_still_sets_the_event() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::new();
     let ov = Overlapped::with_buffers(3u32, vec![b"send ".to_vec(), b"now".to_vec()]).with_event(ev.clone());
     let mut io = event_io(s.send(ov, MsgFlags::NONE));
@@ -268,7 +255,7 @@ backend_test! {
 /// 1.4 / EV-2: a receive issued when data is already buffered still signals its event, and the
 /// data is in the record.
 fn ev2_1_4_recv_with_data_already_buffered_sets_the_event() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     client.write_all(b"ready").unwrap();
     wait_buffered(&s, 5);
     let ev = Event::new();
@@ -310,7 +297,7 @@ fn rejected_quietly(ev: &Event, ctx: u32, lens: &[usize], r: IssueResult<u32>, w
 backend_test! {
 /// 1.5 / RV-2: a receive with no buffers is rejected with WSAEINVAL; the reset event stays reset.
 fn rule_1_5_empty_buffer_list_is_rejected_and_sets_nothing() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     let ev = Event::new();
     let ov = Overlapped::with_buffers(11u32, BufList::new()).with_event(ev.clone());
     let e = rejected_quietly(&ev, 11, &[], s.recv(ov, MsgFlags::NONE), "recv with no buffers");
@@ -325,7 +312,7 @@ fn rule_1_5_empty_buffer_list_is_rejected_and_sets_nothing() {
 backend_test! {
 /// 1.5 / GR-4: operations on a closed socket are rejected with WSAENOTSOCK; nothing is signalled.
 fn rule_1_5_ops_on_a_closed_socket_are_rejected_with_not_socket() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     s.close().unwrap();
     let ev = Event::new();
     let e = rejected_quietly(&ev, 21, &[0], s.recv(recv_ov(21u32, 16, &ev), MsgFlags::NONE), "recv");
@@ -362,7 +349,7 @@ backend_test! {
 /// often as it is asked, and the handle stays usable: after the data comes it returns the
 /// record; a further call fails with InvalidArgument (the record was taken).
 fn gr1_result_without_wait_on_pending_op_is_io_incomplete() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(5u32, 32, &ev), MsgFlags::NONE));
     for _ in 0..3 {
@@ -387,7 +374,7 @@ backend_test! {
 /// GR-2: overlapped_result(true) on a pending operation blocks until it completes: here until
 /// another thread sends the data, then it returns the record with the data.
 fn gr2_result_with_wait_blocks_until_another_thread_sends() {
-    let (s, client) = pair();
+    let (s, client) = unassociated_tcp_pair();
     let ev = Event::new();
     let io = event_io(s.recv(recv_ov(6u32, 32, &ev), MsgFlags::NONE));
     let rx = wait_in_background(io);
@@ -417,7 +404,7 @@ backend_test! {
 /// back by overlapped_result (Ok(record)), with the error in the record: WSAECONNRESET 10054 /
 /// ERROR_NETNAME_DELETED 64, 0 bytes; a second call fails with InvalidArgument.
 fn gr3_peer_reset_is_connection_reset_in_the_record() {
-    let (s, client) = pair();
+    let (s, client) = unassociated_tcp_pair();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(8u32, 32, &ev), MsgFlags::NONE));
     stays_unset(&ev, "pending");
@@ -496,7 +483,7 @@ backend_test! {
 /// overlapped_result(true) on the completed operation returns at once (it only waits while the
 /// operation is pending).
 fn ev4_auto_reset_event_consumed_then_result_with_wait_returns() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::auto(false);
     let io = event_io(s.recv(recv_ov(10u32, 32, &ev), MsgFlags::NONE));
     client.write_all(b"auto").unwrap();
@@ -517,7 +504,7 @@ backend_test! {
 /// EV-3 / 1.7 row 4 / GR-2: no event and no port: the operation still completes and
 /// overlapped_result(true) waits for it (on the "socket handle") and returns it.
 fn ev3_no_event_no_port_result_with_wait_still_waits() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ov = Overlapped::with_buffers(12u32, BufList::with_capacity(32));
     assert!(ov.event().is_none());
     let mut io = event_io(s.recv(ov, MsgFlags::NONE));
@@ -545,7 +532,7 @@ backend_test! {
 /// SK-1: the peer's graceful close completes a pending receive successfully with 0 bytes
 /// (event set), and a receive issued afterwards (re-using the record) too.
 fn sk1_peer_close_completes_pending_recv_with_zero_bytes() {
-    let (s, client) = pair();
+    let (s, client) = unassociated_tcp_pair();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(13u32, 32, &ev), MsgFlags::NONE));
     stays_unset(&ev, "pending");
@@ -567,7 +554,7 @@ backend_test! {
 /// After the peer's close, the zero-byte receive completes with 0 again, and the follow-up
 /// normal receive's 0 is what tells EOF.
 fn zb1_sk3_zero_byte_recv_idiom_on_the_event_path() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::new();
     let zero = Overlapped::with_buffers(14u32, BufList::single(Vec::new())).with_event(ev.clone());
     let mut io = event_io(s.recv(zero, MsgFlags::NONE));
@@ -775,7 +762,7 @@ backend_test! {
 /// DX-2 / DX-3 / CN-8: DisconnectEx on the event path completes with 0 bytes through its event,
 /// and the peer reads EOF.
 fn dx2_disconnect_through_its_event_and_the_peer_reads_eof() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::manual(true);
     let mut io = event_io(s.disconnect(Overlapped::new(21u32).with_event(ev.clone())));
     signaled(&ev, "DX-2");
@@ -862,7 +849,7 @@ backend_test! {
 /// queues its packet and sets its event.
 fn nm2_skip_mode_immediate_send_returns_completed_and_sets_event() {
     let p: CompletionPort<u32> = port(2);
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     s.set_skip_completion_port_on_success().expect("NM-1: set before association");
     p.associate(&s, 7).unwrap();
     s.set_skip_completion_port_on_success().expect("NM-1: setting it again succeeds");
@@ -907,7 +894,7 @@ backend_test! {
 /// record holds WSA_OPERATION_ABORTED (995), 0 bytes; cancelling it again finds nothing
 /// (ERROR_NOT_FOUND 1168).
 fn cn3_cancel_pending_event_recv_sets_event_with_operation_aborted() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(27u32, 32, &ev), MsgFlags::NONE));
     stays_unset(&ev, "pending");
@@ -928,7 +915,7 @@ backend_test! {
 /// CN-2: CancelIoEx(socket, NULL) cancels every pending event operation of the socket; each
 /// event is set and each record holds WSA_OPERATION_ABORTED.
 fn cn2_cancel_all_cancels_every_pending_event_op() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     let events: Vec<Event> = (0..3).map(|_| Event::new()).collect();
     let mut ios: Vec<_> = events.iter().map(|ev| event_io(s.recv(recv_ov(28u32, 8, ev), MsgFlags::NONE))).collect();
     s.cancel_all().expect("CN-2");
@@ -947,7 +934,7 @@ backend_test! {
 /// CN-5: closing a connected TCP socket with a pending event receive completes it: the event is
 /// set and the record holds WSAECONNABORTED 10053 / ERROR_CONNECTION_ABORTED 1236.
 fn cn5_close_with_pending_event_recv_is_connection_aborted() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(29u32, 32, &ev), MsgFlags::NONE));
     stays_unset(&ev, "pending");
@@ -970,7 +957,7 @@ backend_test! {
 /// the kernel may still write) lives on; closing the socket then completes the operation and
 /// frees the record (its context's Drop runs exactly once), without a crash.
 fn dropped_pending_io_then_close_frees_the_record() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     let drops = Arc::new(AtomicUsize::new(0));
     let ev = Event::new();
     let io = event_io(s.recv(recv_ov(DropCount(drops.clone()), 64, &ev), MsgFlags::NONE));
@@ -990,7 +977,7 @@ backend_test! {
 /// 1.9 / EV-2: dropping the PendingIo of a pending operation that then completes normally: the
 /// data is consumed by the operation, its event set, and its record freed.
 fn dropped_pending_io_then_completion_frees_the_record() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let drops = Arc::new(AtomicUsize::new(0));
     let ev = Event::new();
     drop(event_io(s.recv(recv_ov(DropCount(drops.clone()), 64, &ev), MsgFlags::NONE)));
@@ -1019,7 +1006,7 @@ backend_test! {
 /// identity; re-issued (as a receive, then as a send), the same event is reset at issue and set
 /// at completion each time.
 fn ev2_record_with_its_event_can_be_reissued() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::new();
     let ov = recv_ov(30u32, 16, &ev);
     let id = ov.id();
@@ -1061,7 +1048,7 @@ backend_test! {
 /// set_event(None) detaches the event: the next operation neither resets nor sets it (EV-3:
 /// no event), yet completes and is fetched with overlapped_result(true).
 fn ev3_set_event_none_detaches_the_event() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::manual(true);
     let mut ov = recv_ov(31u32, 16, &ev);
     ov.set_event(None);
@@ -1086,7 +1073,7 @@ backend_test! {
 /// 1.11: on an overlapped socket with FIONBIO set, an overlapped receive still pends (never
 /// WSAEWOULDBLOCK) and completes through its event when data comes.
 fn rule_1_11_nonblocking_socket_overlapped_recv_still_pends() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     s.sock_ref().set_nonblocking(true).unwrap();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(40u32, 16, &ev), MsgFlags::NONE));
@@ -1106,7 +1093,7 @@ backend_test! {
 /// 1.12: SO_RCVTIMEO does not apply to an overlapped receive: it stays pending past the
 /// timeout and then completes with the data.
 fn rule_1_12_receive_timeout_does_not_apply_to_overlapped_recv() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     s.sock_ref().set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(41u32, 16, &ev), MsgFlags::NONE));
@@ -1148,7 +1135,7 @@ backend_test! {
 /// CN-1: CancelIo cancels only the operations the calling thread issued on the socket: a
 /// receive issued by another (still running) thread stays pending until that thread cancels.
 fn cn1_cancel_io_cancels_only_this_threads_event_ops() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     let (ev_main, ev_other) = (Event::new(), Event::new());
     let mut mine = event_io(s.recv(recv_ov(43u32, 8, &ev_main), MsgFlags::NONE));
 
@@ -1186,7 +1173,7 @@ backend_test! {
 /// with data sent later; a new receive is rejected with WSAESHUTDOWN (10058) and signals
 /// nothing (1.5).
 fn cn7_shutdown_read_keeps_the_pending_event_recv() {
-    let (s, mut client) = pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let ev = Event::new();
     let mut io = event_io(s.recv(recv_ov(45u32, 16, &ev), MsgFlags::NONE));
     s.shutdown(Shutdown::Read).unwrap();
@@ -1212,7 +1199,7 @@ backend_test! {
 /// its event is set and the record holds WSA_OPERATION_ABORTED; the handle, passed to another
 /// thread, still gives the result.
 fn te1_event_op_of_an_exited_thread_is_cancelled_and_notified() {
-    let (s, _client) = pair();
+    let (s, _client) = unassociated_tcp_pair();
     let ev = Event::new();
     let issuer = {
         let (s, ev) = (s.clone(), ev.clone());

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use common::{QUIET, WAIT, loopback};
+use common::{QUIET, WAIT, loopback, unassociated_tcp_pair};
 use overlapped::{
     Accepted, BufList, CompletionPort, Error, ErrorKind, Event, Issued, MsgFlags, Overlapped, OverlappedId, Rejected,
     Shutdown, Socket, ThreadHandle, Wait, sleep_ex, wait_for_events,
@@ -144,14 +144,6 @@ fn timed(s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.set_write_timeout(Some(WAIT)).unwrap();
     s
-}
-
-/// A connected TCP pair, NOT associated with any port: the library side and a std client.
-fn tcp_pair() -> (Socket, TcpStream) {
-    let listener = TcpListener::bind(loopback()).unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (Socket::from(server), timed(client))
 }
 
 /// A bound UDP socket, NOT associated with any port, and a std peer connected to it.
@@ -307,7 +299,7 @@ struct Armed {
 
 impl Armed {
     fn issue() -> (Socket, TcpStream, Arc<Log>) {
-        let (s, client) = tcp_pair();
+        let (s, client) = unassociated_tcp_pair();
         let log = Log::new();
         pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv with a routine");
         (s, client, log)
@@ -358,7 +350,7 @@ backend_test! {
 /// `fAlertable=FALSE`) run nothing and time out; then an alertable `SleepEx` runs the routine, on
 /// the issuing thread, and returns `WAIT_IO_COMPLETION`.
 fn ap1_ap4_routine_runs_on_the_issuing_thread_only_inside_an_alertable_wait() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     let ov = recv_ov(11, 16, &log);
     let id = ov.id();
@@ -392,7 +384,7 @@ backend_test! {
 /// the issuing thread is blocked non-alertably; the issuing thread runs it at its own alertable
 /// wait.
 fn ap4_another_threads_alertable_wait_never_runs_the_routine() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     let (issued_tx, issued_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -562,8 +554,8 @@ backend_test! {
 /// routine that completes while the thread is blocked in it runs inside the call, on this thread,
 /// and the call then still returns its own data.
 fn r1_10_a_blocking_receive_runs_routines_while_it_blocks() {
-    let (a, ca) = tcp_pair();
-    let (b, cb) = tcp_pair();
+    let (a, ca) = unassociated_tcp_pair();
+    let (b, cb) = unassociated_tcp_pair();
     let log = Log::new();
     pending(a.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv with a routine");
     let feeder = thread::spawn(move || {
@@ -590,7 +582,7 @@ backend_test! {
 /// queued routine; the routine stays queued for the next alertable wait.
 fn r1_10_a_blocking_receive_that_does_not_block_runs_no_routine() {
     let armed = Armed::queued();
-    let (b, mut cb) = tcp_pair();
+    let (b, mut cb) = unassociated_tcp_pair();
     cb.write_all(b"ready").unwrap();
     settle();
     let mut buf = [0u8; 16];
@@ -691,7 +683,7 @@ backend_test! {
 /// AP-2 / AP-5 / OR-2: three sends issued in a row (each completes at once) queue their routines
 /// in that order; one alertable wait runs all three in order; the bytes go out in call order.
 fn ap2_routines_of_several_sends_run_in_one_wait_in_order() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     for (i, d) in [&b"one,"[..], b"two,", b"three"].into_iter().enumerate() {
         pending(s.send(send_ov(i as u32, d, &log), MsgFlags::NONE), "send with a routine");
@@ -710,8 +702,8 @@ backend_test! {
 /// FIFO queue per thread: routine A (completed first), the user APC, routine B (completed after
 /// the APC was queued) run in that order, in one alertable wait, on this thread.
 fn ap1_user_apcs_and_routines_share_one_fifo_queue() {
-    let (s1, mut c1) = tcp_pair();
-    let (s2, mut c2) = tcp_pair();
+    let (s1, mut c1) = unassociated_tcp_pair();
+    let (s2, mut c2) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s1.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv A");
     pending(s2.recv(recv_ov(2, 16, &log), MsgFlags::NONE), "recv B");
@@ -739,8 +731,8 @@ backend_test! {
 /// reset it (a set event stays set) and the completion does not signal it (an unset event stays
 /// unset); the routine runs and receives the record with its event still attached.
 fn ap8_routine_takes_priority_over_the_event() {
-    let (s1, mut c1) = tcp_pair();
-    let (s2, mut c2) = tcp_pair();
+    let (s1, mut c1) = unassociated_tcp_pair();
+    let (s2, mut c2) = unassociated_tcp_pair();
     let log = Log::new();
     let unset = Event::new();
     let set = Event::manual(true);
@@ -801,7 +793,7 @@ backend_test! {
 /// after the association are refused (1.7).
 fn cp8_routine_op_issued_before_association_still_runs_its_routine_and_queues_no_packet() {
     let port: CompletionPort<u32> = common::port(0);
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(5, 16, &log), MsgFlags::NONE), "recv with a routine before association");
     port.associate(&s, 3).expect("associate with a receive pending");
@@ -824,7 +816,7 @@ backend_test! {
 /// `WSA_IO_PENDING` (Issued::Pending) and queues its routine, which does not run until the next
 /// alertable wait, where it gets dwError 0, all bytes and no flags.
 fn ap5_an_immediately_successful_send_still_queues_its_routine() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.send(send_ov(8, b"at once", &log), MsgFlags::NONE), "AP-5: an immediate success");
     assert_eq!(read_n(&mut client, 7), b"at once", "the send happened");
@@ -846,7 +838,7 @@ backend_test! {
 /// AP-5 / 1.4: a receive whose data is already there returns Pending and queues its routine with
 /// the data.
 fn ap5_a_receive_with_data_already_there_still_queues_its_routine() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     client.write_all(b"waiting").unwrap();
     settle();
     let log = Log::new();
@@ -862,7 +854,7 @@ backend_test! {
 /// a send after `shutdown(SD_SEND)` (WSAESHUTDOWN), operations on a closed socket (WSAENOTSOCK);
 /// each hands the record back, and no routine ever runs.
 fn r1_5_immediate_failures_queue_no_routine() {
-    let (s, _client) = tcp_pair();
+    let (s, _client) = unassociated_tcp_pair();
     let log = Log::new();
     let empty = || Overlapped::with_buffers(1u32, BufList::new()).with_completion_routine(log.routine());
     let rej = rejected(s.recv(empty(), MsgFlags::NONE), "recv with no buffers");
@@ -894,7 +886,7 @@ backend_test! {
 /// AP-7: a successful receive: dwError 0, cbTransferred = bytes, the record (same identity and
 /// context) with the data in its buffers, dwFlags 0.
 fn ap7_recv_routine_gets_bytes_data_and_no_flags() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     let ov = Overlapped::with_buffers(21u32, BufList::with_capacities(&[3, 16])).with_completion_routine(log.routine());
     let id = ov.id();
@@ -911,7 +903,7 @@ fn ap7_recv_routine_gets_bytes_data_and_no_flags() {
 backend_test! {
 /// AP-7 / SK-1: a graceful peer close completes a pending receive with dwError 0 and 0 bytes.
 fn ap7_sk1_peer_close_gives_the_routine_zero_bytes_and_no_error() {
-    let (s, client) = tcp_pair();
+    let (s, client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     drop(client);
@@ -925,7 +917,7 @@ backend_test! {
 /// AP-7 / SK-2 / 1.8: a peer reset (SO_LINGER {1,0} close, RST) gives the routine
 /// `WSAECONNRESET` (10054), 0 bytes.
 fn ap7_sk2_peer_reset_gives_the_routine_wsaeconnreset() {
-    let (s, client) = tcp_pair();
+    let (s, client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
@@ -941,7 +933,7 @@ backend_test! {
 /// fail at once with `WSAECONNRESET` (10054): Rejected, the record handed back, and no routine is
 /// ever queued for them.
 fn sk2_operations_after_a_reset_fail_at_once_and_queue_no_routine() {
-    let (s, client) = tcp_pair();
+    let (s, client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
@@ -973,7 +965,7 @@ backend_test! {
 /// AP-7 / CN-2 / CN-3: `CancelIoEx(s, ov)` completes the receive with `WSA_OPERATION_ABORTED`
 /// (995), 0 bytes, through its routine; a second cancel finds nothing (ERROR_NOT_FOUND).
 fn ap7_cn3_cancel_by_record_gives_the_routine_operation_aborted() {
-    let (s, _client) = tcp_pair();
+    let (s, _client) = unassociated_tcp_pair();
     let log = Log::new();
     let ov = recv_ov(1, 16, &log);
     let id = ov.id();
@@ -991,7 +983,7 @@ backend_test! {
 /// AP-7 / AP-4 / CN-2 / CN-3: `CancelIoEx(s, NULL)` from another thread cancels this thread's
 /// receive; its routine still runs on this (issuing) thread, with `WSA_OPERATION_ABORTED` (995).
 fn ap7_cn2_cancel_all_from_another_thread_runs_the_routine_on_the_issuer() {
-    let (s, _client) = tcp_pair();
+    let (s, _client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     let other = s.clone();
@@ -1007,7 +999,7 @@ backend_test! {
 /// finds nothing (ERROR_NOT_FOUND); from the issuing thread it cancels the receive, whose routine
 /// gets 995.
 fn ap7_cn1_cancel_io_only_from_the_issuing_thread() {
-    let (s, _client) = tcp_pair();
+    let (s, _client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     let other = s.clone();
@@ -1040,7 +1032,7 @@ backend_test! {
 /// AP-7: a send's routine gets dwError 0, the byte count, and dwFlags 0 (always 0 for sends), also
 /// for a gathered send of several buffers.
 fn ap7_send_routine_gets_bytes_and_no_flags() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     let bufs = BufList::from(vec![b"gat".to_vec(), b"hered".to_vec()]);
     pending(
@@ -1059,7 +1051,7 @@ backend_test! {
 /// AP-7 / CN-5: closing a connected socket with a receive pending completes it through its routine
 /// (at the next alertable wait) with `WSAECONNABORTED` (10053), 0 bytes.
 fn cn5_closing_the_socket_runs_the_routine_with_connection_aborted() {
-    let (s, _client) = tcp_pair();
+    let (s, _client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     s.close().unwrap();
@@ -1074,7 +1066,7 @@ backend_test! {
 /// CN-5 / AP-7: dropping the last handle of a connected socket closes it (closesocket): a pending
 /// receive's routine runs at the next alertable wait with `WSAECONNABORTED` (10053).
 fn cn5_dropping_the_last_handle_runs_the_routine_with_connection_aborted() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.recv(recv_ov(1, 16, &log), MsgFlags::NONE), "recv");
     drop(s);
@@ -1236,7 +1228,7 @@ backend_test! {
 /// DX-2 / CN-8 / AP-7: `DisconnectEx` with a routine: the peer sees EOF, the routine gets dwError
 /// 0 and 0 bytes.
 fn dx_disconnect_with_a_routine() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let log = Log::new();
     pending(s.disconnect(Overlapped::new(9u32).with_completion_routine(log.routine())), "DisconnectEx");
     let mut rest = Vec::new();
@@ -1316,7 +1308,7 @@ backend_test! {
 /// AP-6 / TE-1: a routine already queued (its receive completed) when its thread exits without an
 /// alertable wait is discarded with the thread's APC queue: it never runs, and its record is freed.
 fn ap6_a_queued_routine_is_discarded_when_its_thread_exits() {
-    let (s, mut client) = tcp_pair();
+    let (s, mut client) = unassociated_tcp_pair();
     let dropped = Arc::new(AtomicBool::new(false));
     let ran = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -1348,7 +1340,7 @@ backend_test! {
 /// thread first) is cancelled with the thread: it completes with `WSA_OPERATION_ABORTED` (995),
 /// 0 bytes, and its event is set.
 fn te1_event_notified_recv_of_an_exited_thread_completes_aborted_and_sets_its_event() {
-    let (s, _client) = tcp_pair();
+    let (s, _client) = unassociated_tcp_pair();
     let ev = Event::new();
     let (tx, rx) = mpsc::channel();
     {

@@ -154,6 +154,8 @@ pub(crate) struct OpState {
     pub(crate) event_only: bool,
     /// Where this flight's completion goes.
     pub(crate) notify: Notify,
+    /// The result slot of the last event-notified flight, kept for the next one.
+    pub(crate) spare_slot: Option<Arc<ResultSlot>>,
     /// How often the kernel cancelled this flight's request because the thread that submitted
     /// it exited, and it was submitted again.
     pub(crate) requeues: u8,
@@ -176,6 +178,7 @@ impl OpState {
             event: None,
             event_only: false,
             notify: Notify::Port,
+            spare_slot: None,
             requeues: 0,
         }
     }

@@ -21,7 +21,6 @@ use crate::driver::{Backend, Driver};
 use crate::error::{Error, ErrorKind};
 use crate::op::RawOp;
 use crate::op::machine::{self, Progress};
-use crate::pending;
 
 /// An I/O completion packet: what `GetQueuedCompletionStatus` returns.
 pub(crate) struct Packet {
@@ -97,17 +96,6 @@ impl PortCore {
         if let Err(p) = self.post(packet) {
             drop(p);
         }
-    }
-
-    /// Hands a finished operation to its notification: a packet for this port, or the
-    /// caller's result slot and event (spec 1.7).
-    fn route(packet: Packet) -> Option<Packet> {
-        let Packet { key, bytes, status, op } = packet;
-        let op = match op {
-            Some(op) => Some(pending::complete(op)?),
-            None => None,
-        };
-        Some(Packet { key, bytes, status, op })
     }
 
     /// `PostQueuedCompletionStatus` and the delivery of I/O packets (PQ-2: same queue, same
@@ -310,12 +298,12 @@ impl PortCore {
                 let socket = op.state().socket.clone().expect("issued operation has a socket");
                 match socket.resubmit(self, op) {
                     Ok(()) => None,
-                    Err(op) => Self::route(socket.finish(op, Err(Error::new(ErrorKind::OperationAborted)))),
+                    Err(op) => socket.finish(op, Err(Error::new(ErrorKind::OperationAborted))),
                 }
             }
             Progress::Done(status) => {
                 let socket = op.state_mut().socket.take().expect("issued operation has a socket");
-                Self::route(socket.finish(op, status))
+                socket.finish(op, status)
             }
         }
     }

@@ -123,15 +123,6 @@ fn submit_in_lane(st: &mut SocketState, port: &PortCore, op: RawOp) -> Result<()
     Ok(())
 }
 
-/// Whether a stream operation's raw status reports a reset by the peer (`ECONNRESET`, or
-/// `EPIPE` unless the send side was shut down locally, §8.3).
-fn is_peer_reset(status: &Result<(), Error>, shut_write: bool) -> bool {
-    match status {
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => !(shut_write && e.raw_os_error() == Some(libc::EPIPE)),
-        _ => false,
-    }
-}
-
 /// Whether an issued operation went to the kernel or waits in its lane.
 pub(crate) enum Started {
     /// Submitted (or queued behind an earlier operation of its lane).
@@ -244,14 +235,10 @@ impl SocketInner {
         }
     }
 
-    /// Delivers a finished operation through its notification: the port's queue, or the
-    /// caller's result slot and event.
-    fn deliver(&self, packet: Packet) {
-        let Some(op) = packet.op else { return };
-        let Some(op) = pending::complete(op) else { return };
-        match self.association() {
-            Some(assoc) => assoc.port.deliver_or_drop(Packet { op: Some(op), ..packet }),
-            None => drop(op),
+    /// Queues a finished operation's packet on the socket's port.
+    fn deliver(&self, packet: Option<Packet>) {
+        if let (Some(packet), Some(assoc)) = (packet, self.association()) {
+            assoc.port.deliver_or_drop(packet);
         }
     }
 
@@ -338,27 +325,28 @@ impl SocketInner {
     /// Finishes an operation: takes it off its lane, starts the next one waiting there, and
     /// returns the packet to deliver (with the status the spec gives a closed socket's
     /// operations, CN-5).
-    pub(crate) fn finish(self: &Arc<Self>, op: RawOp, status: Result<(), Error>) -> Packet {
+    pub(crate) fn finish(self: &Arc<Self>, op: RawOp, status: Result<(), Error>) -> Option<Packet> {
         let lane = op.state().kind.lane();
-        let (reason, shut_write, next) = {
+        let (status, next) = {
             let mut st = self.lock();
             let reason = st.remove(op.id(), lane);
             // DX-3: after DisconnectEx the send side is shut, as after shutdown(SD_SEND).
             st.shut_write |= matches!(op.state().kind, OpKind::Disconnect) && status.is_ok();
-            st.reset |= self.stream && is_peer_reset(&status, st.shut_write);
-            let next = st.ordered(lane).and_then(|l| l.waiting.pop_front());
-            (reason, st.shut_write, next)
+            let status = self.adjust_status(&op.state().kind, status, reason, st.shut_write);
+            st.reset |= self.stream && status.is_err_and(|e| e.kind() == ErrorKind::ConnectionReset);
+            (status, st.ordered(lane).and_then(|l| l.waiting.pop_front()))
         };
         if let Some(next) = next {
             self.start_waiting(next);
         }
-        let status = self.adjust_status(&op.state().kind, status, reason, shut_write);
         self.packet(op, status)
     }
 
     /// Writes the final status into the record (`OVERLAPPED.Internal`), turns an accepted
-    /// descriptor into the `AcceptEx` outputs, and wraps the record in a packet.
-    fn packet(&self, mut op: RawOp, mut status: Result<(), Error>) -> Packet {
+    /// descriptor into the `AcceptEx` outputs, and hands the record to its notification
+    /// (spec 1.7): the caller's result slot and event or its completion routine, or, returned
+    /// here, a packet for the socket's port.
+    fn packet(&self, mut op: RawOp, mut status: Result<(), Error>) -> Option<Packet> {
         let state = op.state_mut();
         state.socket = None;
         if let OpKind::Accept { accepted } = &mut state.kind {
@@ -379,8 +367,10 @@ impl SocketInner {
                 e.signal();
             }
         }
+        let bytes = state.bytes;
+        let op = pending::complete(op)?;
         let key = self.association().map_or(0, |a| a.key);
-        Packet { key, bytes: state.bytes, status, op: Some(op) }
+        Some(Packet { key, bytes, status, op: Some(op) })
     }
 
     /// Starts an operation that waited in its lane; if it cannot start, finishes it at once
@@ -415,7 +405,7 @@ impl SocketInner {
     }
 
     /// Completes an operation that never reached the kernel, as cancelled for `reason`.
-    fn finish_unstarted(&self, mut op: RawOp, reason: CancelReason) -> Packet {
+    fn finish_unstarted(&self, mut op: RawOp, reason: CancelReason) -> Option<Packet> {
         let status =
             self.adjust_status(&op.state().kind, Err(Error::new(ErrorKind::OperationAborted)), Some(reason), false);
         op.state_mut().bytes = 0;

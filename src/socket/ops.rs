@@ -13,8 +13,6 @@ use std::any::TypeId;
 use std::fmt;
 use std::net::SocketAddr;
 
-use std::sync::Arc;
-
 use super::inner::Started;
 use super::{MsgFlags, Socket};
 use crate::apc;
@@ -196,40 +194,32 @@ impl Socket {
             if let Some(e) = &state.event {
                 e.reset_for_issue();
             }
-            if port.is_some() { Notify::Port } else { Notify::Slot(Arc::new(ResultSlot::new())) }
+            if port.is_some() { Notify::Port } else { Notify::Slot(ResultSlot::reuse(state.spare_slot.take())) }
         };
         let slot = match &notify {
             Notify::Slot(slot) => Some(slot.clone()),
             _ => None,
         };
-        let on_port = notify.is_port();
         state.reset_for_issue(kind, inner.clone(), worker::id(), notify);
         if state.cancelled_at_issuer_exit() {
             worker::note_exit_cancellable(inner);
         }
         let started = inner.start(core, RawOp::new(rec));
-        match (started, slot) {
-            (Ok(Started::Pending), None) => Ok(Issued::Pending),
-            (Ok(Started::Inline(op)), None) if !on_port => {
-                // AP-5: an immediate success still queues the routine.
-                let _ = pending::complete(op);
-                Ok(Issued::Pending)
-            }
-            (Ok(Started::Pending), Some(slot)) => Ok(Issued::Event(PendingIo::new(slot, id))),
-            (Ok(Started::Inline(op)), None) => {
-                // NM-2, NM-3: no packet, but an explicit event is still signalled.
+        let started = started.map_err(|(error, op)| Rejected { error, overlapped: Overlapped::from_raw(op) })?;
+        if let Started::Inline(op) = started {
+            // 1.4, AP-5: an immediate success notifies as a pending completion would: its slot
+            // and event, or its routine. Only a port's packet is skipped (NM-2), not its event.
+            if let Some(op) = pending::complete(op) {
                 if let Some(e) = &op.state().event {
                     e.signal();
                 }
-                Ok(Issued::Completed(Overlapped::from_raw(op)))
+                return Ok(Issued::Completed(Overlapped::from_raw(op)));
             }
-            (Ok(Started::Inline(op)), Some(slot)) => {
-                // 1.4: an immediate success notifies as a pending completion would.
-                let _ = pending::complete(op);
-                Ok(Issued::Event(PendingIo::new(slot, id)))
-            }
-            (Err((error, op)), _) => Err(Rejected { error, overlapped: Overlapped::from_raw(op) }),
         }
+        Ok(match slot {
+            Some(slot) => Issued::Event(PendingIo::new(slot, id)),
+            None => Issued::Pending,
+        })
     }
 
     /// Call-time checks: bad input is refused before anything starts (spec 1.5).

@@ -25,7 +25,7 @@ use crate::event::{Event, EventObject, Locked};
 /// `WSA_MAXIMUM_WAIT_EVENTS` / `MAXIMUM_WAIT_OBJECTS`: the most events one Windows wait takes.
 /// This library has no such limit ([`wait_for_events`] takes any number); the constant is kept
 /// for code that wants to stay within the classic bound.
-pub const MAXIMUM_WAIT_EVENTS: usize = 64;
+pub const MAXIMUM_WAIT_EVENTS: usize = crate::win32::WSA_MAXIMUM_WAIT_EVENTS;
 
 /// How a wait ended (`WSAWaitForMultipleEvents` return values). A failed wait
 /// (`WSA_WAIT_FAILED`) is an `Err` instead.
@@ -69,9 +69,18 @@ pub fn wait_for_events<E: Borrow<Event>>(
         return Err(Error::new(ErrorKind::InvalidArgument));
     }
     let objects = Objects(events);
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    let waiter = Waiter { deadline, alertable, polling: timeout.is_some_and(|t| t.is_zero()) };
-    crate::port::worker::blocking(|| if wait_all { waiter.wait_all(&objects) } else { waiter.wait_any(&objects) })
+    let waiter = Waiter { deadline: timeout.and_then(|t| Instant::now().checked_add(t)), alertable };
+    crate::port::worker::blocking(|| {
+        if wait_all {
+            let order = address_order(&objects)?;
+            waiter.wait(&objects, |block| take_all_signaled(&objects, &order, block).map(|all| all.then_some(0)))
+        } else {
+            waiter.wait(&objects, |block| match block {
+                None => take_first_signaled(&objects),
+                Some(b) => register_any(&objects, b),
+            })
+        }
+    })
 }
 
 /// The events of one wait, read in place (a wait allocates nothing for them).
@@ -92,51 +101,37 @@ impl<'a, E: Borrow<Event>> Objects<'a, E> {
 struct Waiter {
     deadline: Option<Instant>,
     alertable: bool,
-    polling: bool,
 }
 
 impl Waiter {
-    fn wait_any<E: Borrow<Event>>(&self, objects: &Objects<'_, E>) -> Result<Wait, Error> {
+    /// The wait loop shared by waiting for any and for all. `take(None)` checks and consumes
+    /// what the wait is for (the index to return); `take(Some(block))` does the same and, if
+    /// nothing is there yet, registers `block` with every event, so that a set racing with the
+    /// first check still wakes the wait.
+    fn wait<E: Borrow<Event>>(
+        &self,
+        objects: &Objects<'_, E>,
+        take: impl Fn(Option<&Arc<WaitBlock>>) -> Result<Option<usize>, Error>,
+    ) -> Result<Wait, Error> {
         let block = block::current();
         loop {
-            if let Some(found) = take_first_signaled(objects)? {
-                return Ok(Wait::Signaled(found));
-            }
-            if let Some(done) = self.ends_without_waiting() {
-                return Ok(done);
-            }
-            // Register, then check again: a set that raced with the scan above notifies us.
-            block.arm();
-            let alert = self.alertable.then(|| apc::Alertable::enter(&block));
-            if let Some(found) = register_any(objects, &block).inspect_err(|_| unregister(objects, &block))? {
-                unregister(objects, &block);
-                return Ok(Wait::Signaled(found));
-            }
-            self.sleep(&block, alert.as_ref());
-            drop(alert);
-            unregister(objects, &block);
-        }
-    }
-
-    fn wait_all<E: Borrow<Event>>(&self, objects: &Objects<'_, E>) -> Result<Wait, Error> {
-        let order = address_order(objects)?;
-        let block = block::current();
-        loop {
-            if take_all_signaled(objects, &order, None)? {
-                return Ok(Wait::Signaled(0));
+            if let Some(i) = take(None)? {
+                return Ok(Wait::Signaled(i));
             }
             if let Some(done) = self.ends_without_waiting() {
                 return Ok(done);
             }
             block.arm();
             let alert = self.alertable.then(|| apc::Alertable::enter(&block));
-            if take_all_signaled(objects, &order, Some(&block))? {
-                unregister(objects, &block);
-                return Ok(Wait::Signaled(0));
+            let taken = take(Some(&block));
+            if matches!(taken, Ok(None)) {
+                self.sleep(&block, alert.as_ref());
             }
-            self.sleep(&block, alert.as_ref());
             drop(alert);
             unregister(objects, &block);
+            if let Some(i) = taken? {
+                return Ok(Wait::Signaled(i));
+            }
         }
     }
 
@@ -148,13 +143,13 @@ impl Waiter {
         }
     }
 
-    /// Before blocking: queued routines end an alertable wait (they run now); a poll or a
-    /// passed deadline ends any wait.
+    /// Before blocking: queued routines end an alertable wait (they run now); a passed deadline
+    /// (at once for a zero timeout) ends any wait.
     fn ends_without_waiting(&self) -> Option<Wait> {
         if self.alertable && apc::run_queued() {
             return Some(Wait::IoCompletion);
         }
-        if self.polling || self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return Some(Wait::Timeout);
         }
         None

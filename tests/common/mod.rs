@@ -69,15 +69,35 @@ pub fn port<C: Send + 'static>(concurrency: usize) -> CompletionPort<C> {
     CompletionPort::new(concurrency).expect("create a completion port")
 }
 
-/// A connected TCP pair on `addr`'s family: the library side (associated with `port` under
-/// `key`) and a std client.
-pub fn tcp_pair_on<C: Send + 'static>(port: &CompletionPort<C>, key: usize, addr: SocketAddr) -> (Socket, TcpStream) {
+/// A connected TCP pair on `addr`'s family: the library side and a std client.
+fn connected_pair(addr: SocketAddr) -> (Socket, TcpStream) {
     let listener = TcpListener::bind(addr).unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
-    let server = Socket::from(server);
+    (Socket::from(server), client)
+}
+
+/// A connected TCP pair on `addr`'s family: the library side (associated with `port` under
+/// `key`) and a std client.
+pub fn tcp_pair_on<C: Send + 'static>(port: &CompletionPort<C>, key: usize, addr: SocketAddr) -> (Socket, TcpStream) {
+    let (server, client) = connected_pair(addr);
     port.associate(&server, key).expect("associate");
     (server, client)
+}
+
+/// A connected TCP pair on `addr`'s family whose library side is associated with no port (its
+/// operations complete through events or routines), and a std client whose reads and writes
+/// give up after [`WAIT`].
+pub fn unassociated_tcp_pair_on(addr: SocketAddr) -> (Socket, TcpStream) {
+    let (server, client) = connected_pair(addr);
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.set_write_timeout(Some(WAIT)).unwrap();
+    (server, client)
+}
+
+/// An IPv4 [`unassociated_tcp_pair_on`].
+pub fn unassociated_tcp_pair() -> (Socket, TcpStream) {
+    unassociated_tcp_pair_on(loopback())
 }
 
 /// A connected IPv4 TCP pair, see [`tcp_pair_on`].

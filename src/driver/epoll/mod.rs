@@ -173,33 +173,27 @@ impl EpollDriver {
         }
         let attempt = sys::attempt(&step);
         waiters.drained |= drains(&step, &attempt, &op);
-        let connecting = match attempt {
-            Attempt::Done(res) if !waiters.drained || waiters.registered => {
-                drop(waiters);
-                self.push_ready(op, res);
-                return;
+        let waits = !matches!(attempt, Attempt::Done(_));
+        // A socket that is drained, or has an operation waiting, must see its next edge.
+        if (waits || waiters.drained) && !waiters.registered {
+            match sys::epoll_add(&self.epfd, fd, fd as u64, false) {
+                Ok(()) => waiters.registered = true,
+                // Unregistered, the next receive simply tries first.
+                Err(_) if !waits => waiters.drained = false,
+                Err(e) => {
+                    drop(waiters);
+                    return self.push_ready(op, -e.raw_os_error().unwrap_or(libc::EINVAL));
+                }
             }
-            Attempt::Done(res) => {
-                // Drained but not registered yet: register, so the next edge is seen (if that
-                // fails, the next receive simply tries first).
-                waiters.registered = sys::epoll_add(&self.epfd, fd, fd as u64, false).is_ok();
-                waiters.drained = waiters.registered;
-                drop(waiters);
-                self.push_ready(op, res);
-                return;
-            }
-            Attempt::WouldBlock => false,
-            Attempt::Connecting => true,
-        };
-        if !waiters.registered {
-            if let Err(e) = sys::epoll_add(&self.epfd, fd, fd as u64, false) {
-                drop(waiters);
-                self.push_ready(op, -e.raw_os_error().unwrap_or(libc::EINVAL));
-                return;
-            }
-            waiters.registered = true;
         }
-        waiters.list(dir).push_back(Waiting { op, connecting });
+        match attempt {
+            Attempt::Done(res) => {
+                drop(waiters);
+                self.push_ready(op, res);
+            }
+            Attempt::WouldBlock => waiters.list(dir).push_back(Waiting { op, connecting: false }),
+            Attempt::Connecting => waiters.list(dir).push_back(Waiting { op, connecting: true }),
+        }
     }
 
     fn push_ready(&self, op: RawOp, res: i32) {
@@ -304,10 +298,18 @@ impl EpollDriver {
     /// Hands the results already there to `on_complete`, without blocking. Returns false (no
     /// wake-up among them: wake-ups are only seen by [`EpollDriver::wait`]).
     pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        self.deliver_ready(on_complete);
+        false
+    }
+
+    /// Hands every ready result to `on_complete`; returns whether there was any.
+    fn deliver_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        let mut any = false;
         while let Some((op, res)) = self.pop_ready() {
             self.deliver(op, res, on_complete);
+            any = true;
         }
-        false
+        any
     }
 
     fn pop_ready(&self) -> Option<(RawOp, i32)> {
@@ -339,11 +341,7 @@ impl EpollDriver {
     /// no limit) for readiness or a wake-up, and performs what became possible. Returns whether
     /// a wake-up was among the events.
     pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
-        let mut delivered = false;
-        while let Some((op, res)) = self.pop_ready() {
-            self.deliver(op, res, on_complete);
-            delivered = true;
-        }
+        let delivered = self.deliver_ready(on_complete);
         let mut events = sys::no_events::<EVENTS>();
         self.polling.fetch_add(1, Ordering::SeqCst);
         // A result queued after the check above finds `polling` raised and wakes us.
@@ -360,9 +358,7 @@ impl EpollDriver {
                 self.on_ready(token as RawFd, flags, on_complete);
             }
         }
-        while let Some((op, res)) = self.pop_ready() {
-            self.deliver(op, res, on_complete);
-        }
+        self.deliver_ready(on_complete);
         woke
     }
 

@@ -1,0 +1,103 @@
+//! The accept thread of the lecture's Overlapped(1) and Overlapped(2) echo servers: a plain
+//! blocking `accept` loop that hands each new client to the I/O thread and signals the event
+//! the I/O thread waits on.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use overlapped::{Error, Event, Socket};
+
+/// What the accept thread shares with the I/O thread.
+pub struct Handoff {
+    new_clients: Mutex<Vec<Socket>>,
+    wake: Event,
+    stop: AtomicBool,
+}
+
+impl Handoff {
+    /// The auto-reset event the I/O thread waits on: set when clients arrive, or to stop.
+    pub fn wake_event(&self) -> &Event {
+        &self.wake
+    }
+
+    /// Whether the server is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// The clients accepted since the last call.
+    pub fn take_clients(&self) -> Vec<Socket> {
+        std::mem::take(&mut *self.new_clients.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The listener and its accept thread.
+pub struct AcceptThread {
+    handoff: Arc<Handoff>,
+    listener: Socket,
+    local_addr: SocketAddr,
+    thread: JoinHandle<()>,
+}
+
+impl AcceptThread {
+    /// Binds `addr` and starts accepting.
+    pub fn start(addr: SocketAddr) -> Result<Self, Error> {
+        let listener = Socket::listen_tcp(addr, 1024)?;
+        let local_addr = listener.local_addr()?;
+        let handoff = Arc::new(Handoff {
+            new_clients: Mutex::new(Vec::new()),
+            wake: Event::auto(false),
+            stop: AtomicBool::new(false),
+        });
+        let thread = {
+            let (handoff, listener) = (handoff.clone(), listener.clone());
+            thread::spawn(move || accept_loop(&listener, &handoff))
+        };
+        Ok(Self { handoff, listener, local_addr, thread })
+    }
+
+    /// What the I/O thread takes the clients from.
+    pub fn handoff(&self) -> Arc<Handoff> {
+        self.handoff.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, tells the I/O thread to stop (through its event), and closes the
+    /// listener.
+    pub fn stop(self) -> Result<(), Error> {
+        self.handoff.stop.store(true, Ordering::Release);
+        // Wakes the accept thread out of `accept` (Linux fails it once the listener is shut).
+        let _ = self.listener.shutdown(std::net::Shutdown::Read);
+        self.handoff.wake.set()?;
+        let _ = self.thread.join();
+        self.listener.close()
+    }
+
+    /// Waits for the accept thread to end.
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Blocking `accept`, then hand the client over and signal the I/O thread.
+fn accept_loop(listener: &Socket, handoff: &Handoff) {
+    while !handoff.stopping() {
+        match listener.sock_ref().accept() {
+            Ok((client, _)) => {
+                let client = Socket::from(TcpStream::from(client));
+                let _ = client.set_nodelay(true);
+                handoff.new_clients.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+                let _ = handoff.wake.set();
+            }
+            // A signal, or a client that left before it was accepted: keep accepting.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Echo benchmark: the lecture's IOCP echo server on an `overlapped` completion port, against a
-//! tokio echo server and a raw io_uring echo server, all driven by one in-process load generator.
+//! tokio echo server, a monoio echo server (a thread-per-core io_uring runtime: the state of the
+//! art for completion I/O in Rust) and a raw io_uring echo server, all driven by one in-process
+//! load generator.
 //!
 //! How to run it (the intended way: servers and load generator pinned to the same core, so
 //! `available_parallelism` is 1, the port's concurrency is 1 and tokio has 1 worker):
@@ -22,7 +24,8 @@
 //! all driven by a single thread with its own io_uring, for a short warm-up and then a fixed
 //! measured time. Every load loop is bounded by time and by a request count. It reports per cell
 //! the requests per second and latency percentiles (hdrhistogram), and per scenario the median
-//! over rounds of the per-round ratios subject/baseline (`port/tokio`, `port/raw_uring`):
+//! over rounds of the per-round ratios subject/baseline (`port/tokio`, `port/monoio`,
+//! `port/raw_uring`):
 //! absolute numbers are noisy on a shared machine, the ratios are what matter. It also checks that
 //! the process's descriptor count returns to its starting value after each cell (a server that
 //! does not close its side of a finished connection shows up there).
@@ -92,6 +95,7 @@ const SERVERS: &[ServerKind] = &[
     ServerKind { name: "routine", role: Role::Subject, start: start_routine },
     ServerKind { name: "tokio", role: Role::Baseline, start: start_tokio },
     ServerKind { name: "raw_uring", role: Role::Baseline, start: start_raw_uring },
+    ServerKind { name: "monoio", role: Role::Baseline, start: start_monoio },
 ];
 
 /// A running echo server.
@@ -225,6 +229,89 @@ impl EchoImpl for TokioServer {
     fn stop(self: Box<Self>) -> Result<(), String> {
         self.rt.shutdown_timeout(Duration::from_secs(2));
         Ok(())
+    }
+}
+
+// --- (d) monoio: a thread-per-core io_uring runtime, one thread ----------------------------------
+
+struct MonoioServer {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+fn start_monoio() -> Result<Box<dyn EchoImpl>, String> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stop_flag = stop.clone();
+    let thread = thread::Builder::new()
+        .name("monoio".into())
+        .spawn(move || {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .build()
+                .map_err(|e| format!("monoio runtime: {e}"))?;
+            rt.block_on(monoio_accept_loop(addr_tx, stop_flag))
+        })
+        .map_err(|e| e.to_string())?;
+    let addr = addr_rx.recv().map_err(|_| "monoio did not start".to_string())??;
+    Ok(Box::new(MonoioServer { addr, stop, thread }))
+}
+
+/// Accepts until stopped (the stopper connects once to wake the accept); each client gets a task
+/// that echoes with owned buffers, the way a monoio user writes it.
+async fn monoio_accept_loop(
+    addr_tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+    let listener = match monoio::net::TcpListener::bind(loopback()).and_then(|l| Ok((l.local_addr()?, l))) {
+        Ok((addr, l)) => {
+            let _ = addr_tx.send(Ok(addr));
+            l
+        }
+        Err(e) => {
+            let _ = addr_tx.send(Err(format!("monoio bind: {e}")));
+            return Err(e.to_string());
+        }
+    };
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { return Ok(()) };
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let _ = stream.set_nodelay(true);
+        monoio::spawn(async move {
+            let mut buf = Vec::with_capacity(SERVER_BUF);
+            loop {
+                let (res, b) = stream.read(buf).await;
+                match res {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let (res, mut b) = stream.write_all(b).await;
+                if res.is_err() {
+                    return;
+                }
+                b.clear();
+                buf = b;
+            }
+        });
+    }
+}
+
+impl EchoImpl for MonoioServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn describe(&self) -> String {
+        "1 thread, io_uring driver".into()
+    }
+    fn stop(self: Box<Self>) -> Result<(), String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        // Wakes the accept, which then sees the flag; the runtime's drop closes what is left.
+        let _ = TcpStream::connect(self.addr);
+        self.thread.join().map_err(|_| "monoio thread panicked".to_string())?
     }
 }
 
@@ -999,13 +1086,23 @@ fn real_main() -> Result<(), String> {
 }
 
 /// For one round and scenario: (subject, baseline, throughput ratio, p99 ratio) for every
-/// subject/baseline pair that both have a result.
+/// subject/baseline pair that both have a result, then every other baseline against the first
+/// one (`raw_uring/tokio`, `monoio/tokio`: how far above tokio the state of the art gets on this
+/// machine, which is what a target relative to tokio must be read against).
 fn round_ratios(kinds: &[&ServerKind], cells: &[Option<(f64, f64)>]) -> Vec<(&'static str, &'static str, f64, f64)> {
     let mut out = Vec::new();
+    let baselines: Vec<usize> = (0..kinds.len()).filter(|&j| kinds[j].role == Role::Baseline).collect();
     for (i, subj) in kinds.iter().enumerate().filter(|(_, k)| k.role == Role::Subject) {
-        for (j, base) in kinds.iter().enumerate().filter(|(_, k)| k.role == Role::Baseline) {
+        for &j in &baselines {
             if let (Some(a), Some(b)) = (cells[i], cells[j]) {
-                out.push((subj.name, base.name, a.0 / b.0, a.1 / b.1));
+                out.push((subj.name, kinds[j].name, a.0 / b.0, a.1 / b.1));
+            }
+        }
+    }
+    if let Some((&first, others)) = baselines.split_first() {
+        for &j in others {
+            if let (Some(a), Some(b)) = (cells[j], cells[first]) {
+                out.push((kinds[j].name, kinds[first].name, a.0 / b.0, a.1 / b.1));
             }
         }
     }

@@ -46,7 +46,8 @@ pub(crate) enum Progress {
     Done(Result<(), Error>),
 }
 
-const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
+/// Flags every send carries (no `SIGPIPE` on a reset connection).
+pub(crate) const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 
 /// The next kernel request of `op`. Panics if `op` is idle (a bug: only issued records get
 /// here).

@@ -329,6 +329,8 @@ impl PortCore {
             st.ensure_poller();
             wake
         };
+        // What this thread deferred while it ran must not wait for a `get` that may not come.
+        self.driver.flush();
         if wake_driver {
             self.driver.wake();
         }

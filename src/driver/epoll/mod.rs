@@ -12,11 +12,16 @@
 //!   one to the callback, on its own thread, as the io_uring backend does with CQEs.
 //! - No lost edge: a step is tried and, if it would block, queued under its socket's lock, and
 //!   the poller retries under the same lock.
-//! - Cancellation takes a waiting operation off its list and completes it with `ECANCELED`; one
-//!   that is being performed completes with its own result.
+//! - Batched sends: a plain stream send is not tried at once but queued, and the queue is
+//!   written at the next flush (a running worker's next `get`, as io_uring submits at the next
+//!   `io_uring_enter`), many sends in one `io_submit` (`aio.rs` says why). One that would block
+//!   is then started the ordinary way.
+//! - Cancellation takes a waiting (or queued) operation off its list and completes it with
+//!   `ECANCELED`; one that is being performed completes with its own result.
 //! - Ownership: the driver owns each submitted record until it hands it to the callback; a
 //!   record is never freed here while a system call may use it (calls are synchronous).
 
+mod aio;
 mod sys;
 
 use std::collections::VecDeque;
@@ -26,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use self::aio::AioContext;
 use self::sys::Attempt;
 use crate::op::machine::{self, Step};
 use crate::op::{OpKind, RawOp};
@@ -127,6 +133,53 @@ pub(crate) struct EpollDriver {
     polling: AtomicUsize,
     in_flight: AtomicUsize,
     closed: AtomicBool,
+    /// Plain stream sends waiting for the next flush.
+    sends: Mutex<Vec<RawOp>>,
+    /// What writes the queued sends.
+    writing: Mutex<Writing>,
+}
+
+/// The sends being written and their results (vectors whose capacity is reused), and the AIO
+/// context that writes them (`None`: unavailable, each is then tried on its own).
+struct Writing {
+    batch: Vec<RawOp>,
+    results: Vec<i32>,
+    aio: Option<AioContext>,
+    policy: SendPolicy,
+}
+
+/// Whether to write batches with AIO, learned from how often the flushing thread is preempted
+/// while it sends one by one: AIO costs more per write than `send`, and pays only where single
+/// sends keep handing the core to the peers they wake. It starts with AIO; every
+/// [`SendPolicy::PROBE_EVERY`]th batch is sent one by one and measured.
+struct SendPolicy {
+    use_aio: bool,
+    /// Batches since the last batch sent one by one (which measures again).
+    since_probe: u32,
+}
+
+impl Default for SendPolicy {
+    fn default() -> Self {
+        Self { use_aio: true, since_probe: 0 }
+    }
+}
+
+impl SendPolicy {
+    /// Batches written with AIO between two measured batches.
+    const PROBE_EVERY: u32 = 64;
+
+    /// Whether the next batch should go through AIO.
+    fn next_uses_aio(&mut self) -> bool {
+        self.since_probe += 1;
+        self.use_aio && self.since_probe < Self::PROBE_EVERY
+    }
+
+    /// Learns from a batch of `sends` sent one by one, during which the thread was preempted
+    /// `preempted` times: AIO from now on if that happened for more than one send in 16.
+    fn measured(&mut self, sends: usize, preempted: i64) {
+        self.since_probe = 0;
+        self.use_aio = preempted.saturating_mul(16) > sends as i64;
+    }
 }
 
 impl EpollDriver {
@@ -143,17 +196,56 @@ impl EpollDriver {
             polling: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            sends: Mutex::new(Vec::new()),
+            writing: Mutex::new(Writing {
+                batch: Vec::new(),
+                results: Vec::new(),
+                aio: AioContext::new(),
+                policy: SendPolicy::default(),
+            }),
         })
     }
 
     /// Starts the next step of `op`. Refused (the op comes back) once the driver is closed.
-    pub(crate) fn submit(&self, op: RawOp) -> Result<(), RawOp> {
+    pub(crate) fn submit(&self, mut op: RawOp) -> Result<(), RawOp> {
         if self.closed.load(Ordering::Acquire) {
             return Err(op);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.start(op);
+        if is_plain_stream_send(&mut op) {
+            lock(&self.sends).push(op);
+        } else {
+            self.start(op);
+        }
         Ok(())
+    }
+
+    /// Writes the queued sends: in one `io_submit` per [`aio::DEPTH`] if there are several and
+    /// AIO may be used, else each tried on its own. A send that would block (or that AIO
+    /// refused) is started the ordinary way, which queues it on its socket.
+    fn write_sends(&self) {
+        let mut writing = lock(&self.writing);
+        let Writing { batch, results, aio, policy } = &mut *writing;
+        std::mem::swap(batch, &mut *lock(&self.sends));
+        let Some(aio) = aio.as_ref().filter(|_| batch.len() > 1) else {
+            batch.drain(..).for_each(|op| self.start(op));
+            return;
+        };
+        if !policy.next_uses_aio() || !aio::sigpipe_ignored() {
+            let (sends, before) = (batch.len(), aio::preemptions());
+            batch.drain(..).for_each(|op| self.start(op));
+            policy.measured(sends, aio::preemptions() - before);
+            return;
+        }
+        results.clear();
+        results.resize(batch.len(), -libc::EAGAIN);
+        let mut done = 0;
+        while done < batch.len() {
+            done += aio.write_sends(&mut batch[done..], &mut results[done..]);
+        }
+        for (op, res) in batch.drain(..).zip(results.drain(..)) {
+            if res == -libc::EAGAIN { self.start(op) } else { self.push_ready(op, res) }
+        }
     }
 
     /// Tries the step; queues it on its socket if it would block.
@@ -203,6 +295,7 @@ impl EpollDriver {
 
     /// Makes the results queued by `submit` visible to a thread blocked in [`EpollDriver::wait`].
     pub(crate) fn flush(&self) {
+        self.write_sends();
         if self.has_ready.load(Ordering::SeqCst) && self.polling.load(Ordering::SeqCst) > 0 {
             self.wake();
         }
@@ -216,6 +309,9 @@ impl EpollDriver {
     /// Completes the operation with this id with `ECANCELED` if it is waiting (on `fd`'s lists,
     /// or anywhere if not found there); one being performed completes on its own.
     pub(crate) fn cancel(&self, id: usize, fd: RawFd) {
+        if self.cancel_queued_sends(|op| op.id() == id) {
+            return;
+        }
         let found = self.sockets.existing(fd).is_some_and(|s| self.cancel_in(s, |op| op.id() == id));
         if !found {
             for s in self.sockets.all() {
@@ -250,8 +346,27 @@ impl EpollDriver {
         any
     }
 
+    /// Cancels the queued sends that `pick` selects; true if any.
+    fn cancel_queued_sends(&self, pick: impl Fn(&RawOp) -> bool) -> bool {
+        let cancelled: Vec<RawOp> = {
+            let mut sends = lock(&self.sends);
+            if !sends.iter().any(&pick) {
+                return false;
+            }
+            let (cancelled, kept) = std::mem::take(&mut *sends).into_iter().partition(|op| pick(op));
+            *sends = kept;
+            cancelled
+        };
+        for op in cancelled {
+            self.push_ready(op, -libc::ECANCELED);
+        }
+        self.wake();
+        true
+    }
+
     /// Cancels every waiting operation.
     pub(crate) fn cancel_all(&self) {
+        self.cancel_queued_sends(|_| true);
         for s in self.sockets.all() {
             self.cancel_in(s, |_| true);
         }
@@ -341,6 +456,7 @@ impl EpollDriver {
     /// no limit) for readiness or a wake-up, and performs what became possible. Returns whether
     /// a wake-up was among the events.
     pub(crate) fn wait(&self, timeout: Option<Duration>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+        self.write_sends();
         let delivered = self.deliver_ready(on_complete);
         let mut events = sys::no_events::<EVENTS>();
         self.polling.fetch_add(1, Ordering::SeqCst);
@@ -420,6 +536,13 @@ fn drains(step: &Step, attempt: &Attempt, op: &RawOp) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `op`'s next step is a plain send on a stream socket (no flags of the caller's, one
+/// buffer): one that can be written with the others at the next flush.
+fn is_plain_stream_send(op: &mut RawOp) -> bool {
+    let stream = op.state().socket.as_ref().is_some_and(|s| s.is_stream());
+    stream && matches!(machine::next_step(op.state_mut()), Step::Send { flags, .. } if flags == machine::SEND_FLAGS)
 }
 
 /// The descriptor a step works on and the readiness it waits for.

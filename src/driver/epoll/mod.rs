@@ -36,6 +36,8 @@ use self::sys::Attempt;
 use crate::op::machine::{self, Step};
 use crate::op::{OpKind, RawOp};
 
+/// Ready results taken from the ready queue per lock.
+const DELIVER_AT_ONCE: usize = 32;
 /// The epoll user data of the wake-up eventfd (socket registrations use their descriptor).
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Events taken per `epoll_wait`.
@@ -139,11 +141,14 @@ pub(crate) struct EpollDriver {
     writing: Mutex<Writing>,
 }
 
-/// The sends being written and their results (vectors whose capacity is reused), and the AIO
+/// The sends being written, their results and the ones to retry (vectors whose capacity is
+/// reused), and the AIO
 /// context that writes them (`None`: unavailable, each is then tried on its own).
 struct Writing {
     batch: Vec<RawOp>,
     results: Vec<i32>,
+    /// Sends that would block, to be started the ordinary way.
+    again: Vec<RawOp>,
     aio: Option<AioContext>,
     policy: SendPolicy,
 }
@@ -200,6 +205,7 @@ impl EpollDriver {
             writing: Mutex::new(Writing {
                 batch: Vec::new(),
                 results: Vec::new(),
+                again: Vec::new(),
                 aio: AioContext::new(),
                 policy: SendPolicy::default(),
             }),
@@ -225,7 +231,7 @@ impl EpollDriver {
     /// refused) is started the ordinary way, which queues it on its socket.
     fn write_sends(&self) {
         let mut writing = lock(&self.writing);
-        let Writing { batch, results, aio, policy } = &mut *writing;
+        let Writing { batch, results, again, aio, policy } = &mut *writing;
         std::mem::swap(batch, &mut *lock(&self.sends));
         let Some(aio) = aio.as_ref().filter(|_| batch.len() > 1) else {
             batch.drain(..).for_each(|op| self.start(op));
@@ -243,9 +249,17 @@ impl EpollDriver {
         while done < batch.len() {
             done += aio.write_sends(&mut batch[done..], &mut results[done..]);
         }
-        for (op, res) in batch.drain(..).zip(results.drain(..)) {
-            if res == -libc::EAGAIN { self.start(op) } else { self.push_ready(op, res) }
+        // The finished ones go to the ready queue under one lock; the others start afresh.
+        {
+            let mut ready = lock(&self.ready);
+            for (op, res) in batch.drain(..).zip(results.drain(..)) {
+                if res == -libc::EAGAIN { again.push(op) } else { ready.push_back((op, res)) }
+            }
+            if !ready.is_empty() {
+                self.has_ready.store(true, Ordering::SeqCst);
+            }
         }
+        again.drain(..).for_each(|op| self.start(op));
     }
 
     /// Tries the step; queues it on its socket if it would block.
@@ -417,23 +431,31 @@ impl EpollDriver {
         false
     }
 
-    /// Hands every ready result to `on_complete`; returns whether there was any.
+    /// Hands every ready result to `on_complete`, taking them [`DELIVER_AT_ONCE`] per lock;
+    /// returns whether there was any.
     fn deliver_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         let mut any = false;
-        while let Some((op, res)) = self.pop_ready() {
-            self.deliver(op, res, on_complete);
+        let mut taken: [Option<(RawOp, i32)>; DELIVER_AT_ONCE] = std::array::from_fn(|_| None);
+        loop {
+            let n = {
+                let mut ready = lock(&self.ready);
+                let n = ready.len().min(DELIVER_AT_ONCE);
+                for slot in &mut taken[..n] {
+                    *slot = ready.pop_front();
+                }
+                if ready.is_empty() {
+                    self.has_ready.store(false, Ordering::SeqCst);
+                }
+                n
+            };
+            if n == 0 {
+                return any;
+            }
             any = true;
+            for (op, res) in taken[..n].iter_mut().filter_map(Option::take) {
+                self.deliver(op, res, on_complete);
+            }
         }
-        any
-    }
-
-    fn pop_ready(&self) -> Option<(RawOp, i32)> {
-        let mut ready = lock(&self.ready);
-        let next = ready.pop_front();
-        if ready.is_empty() {
-            self.has_ready.store(false, Ordering::SeqCst);
-        }
-        next
     }
 
     fn deliver(&self, op: RawOp, res: i32, on_complete: &mut dyn FnMut(RawOp, i32)) {

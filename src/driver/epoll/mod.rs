@@ -22,6 +22,7 @@
 //!   record is never freed here while a system call may use it (calls are synchronous).
 
 mod aio;
+mod batch;
 mod sys;
 
 use std::collections::VecDeque;
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use self::aio::AioContext;
+use self::batch::Writing;
 use self::sys::Attempt;
 use crate::op::machine::{self, Step};
 use crate::op::{OpKind, RawOp};
@@ -141,52 +142,6 @@ pub(crate) struct EpollDriver {
     writing: Mutex<Writing>,
 }
 
-/// The sends being written, their results and the ones to retry (vectors whose capacity is
-/// reused), and the AIO
-/// context that writes them (`None`: unavailable, each is then tried on its own).
-struct Writing {
-    batch: Vec<RawOp>,
-    results: Vec<i32>,
-    /// Sends that would block, to be started the ordinary way.
-    again: Vec<RawOp>,
-    aio: Option<AioContext>,
-    policy: SendPolicy,
-}
-
-/// Whether to write batches with AIO, learned from how often the flushing thread is preempted
-/// while it sends one by one: AIO costs more per write than `send`, and pays only where single
-/// sends keep handing the core to the peers they wake. It starts with AIO; every
-/// [`SendPolicy::PROBE_EVERY`]th batch is sent one by one and measured.
-struct SendPolicy {
-    use_aio: bool,
-    /// Batches since the last batch sent one by one (which measures again).
-    since_probe: u32,
-}
-
-impl Default for SendPolicy {
-    fn default() -> Self {
-        Self { use_aio: true, since_probe: 0 }
-    }
-}
-
-impl SendPolicy {
-    /// Batches written with AIO between two measured batches.
-    const PROBE_EVERY: u32 = 64;
-
-    /// Whether the next batch should go through AIO.
-    fn next_uses_aio(&mut self) -> bool {
-        self.since_probe += 1;
-        self.use_aio && self.since_probe < Self::PROBE_EVERY
-    }
-
-    /// Learns from a batch of `sends` sent one by one, during which the thread was preempted
-    /// `preempted` times: AIO from now on if that happened for more than one send in 16.
-    fn measured(&mut self, sends: usize, preempted: i64) {
-        self.since_probe = 0;
-        self.use_aio = preempted.saturating_mul(16) > sends as i64;
-    }
-}
-
 impl EpollDriver {
     pub(crate) fn new() -> io::Result<Self> {
         let epfd = sys::epoll_create()?;
@@ -202,13 +157,7 @@ impl EpollDriver {
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sends: Mutex::new(Vec::new()),
-            writing: Mutex::new(Writing {
-                batch: Vec::new(),
-                results: Vec::new(),
-                again: Vec::new(),
-                aio: AioContext::new(),
-                policy: SendPolicy::default(),
-            }),
+            writing: Mutex::new(Writing::new()),
         })
     }
 
@@ -218,48 +167,12 @@ impl EpollDriver {
             return Err(op);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if is_plain_stream_send(&mut op) {
+        if batch::is_plain_stream_send(&mut op) {
             lock(&self.sends).push(op);
         } else {
             self.start(op);
         }
         Ok(())
-    }
-
-    /// Writes the queued sends: in one `io_submit` per [`aio::DEPTH`] if there are several and
-    /// AIO may be used, else each tried on its own. A send that would block (or that AIO
-    /// refused) is started the ordinary way, which queues it on its socket.
-    fn write_sends(&self) {
-        let mut writing = lock(&self.writing);
-        let Writing { batch, results, again, aio, policy } = &mut *writing;
-        std::mem::swap(batch, &mut *lock(&self.sends));
-        let Some(aio) = aio.as_ref().filter(|_| batch.len() > 1) else {
-            batch.drain(..).for_each(|op| self.start(op));
-            return;
-        };
-        if !policy.next_uses_aio() || !aio::sigpipe_ignored() {
-            let (sends, before) = (batch.len(), aio::preemptions());
-            batch.drain(..).for_each(|op| self.start(op));
-            policy.measured(sends, aio::preemptions() - before);
-            return;
-        }
-        results.clear();
-        results.resize(batch.len(), -libc::EAGAIN);
-        let mut done = 0;
-        while done < batch.len() {
-            done += aio.write_sends(&mut batch[done..], &mut results[done..]);
-        }
-        // The finished ones go to the ready queue under one lock; the others start afresh.
-        {
-            let mut ready = lock(&self.ready);
-            for (op, res) in batch.drain(..).zip(results.drain(..)) {
-                if res == -libc::EAGAIN { again.push(op) } else { ready.push_back((op, res)) }
-            }
-            if !ready.is_empty() {
-                self.has_ready.store(true, Ordering::SeqCst);
-            }
-        }
-        again.drain(..).for_each(|op| self.start(op));
     }
 
     /// Tries the step; queues it on its socket if it would block.
@@ -558,13 +471,6 @@ fn drains(step: &Step, attempt: &Attempt, op: &RawOp) -> bool {
         }
         _ => false,
     }
-}
-
-/// Whether `op`'s next step is a plain send on a stream socket (no flags of the caller's, one
-/// buffer): one that can be written with the others at the next flush.
-fn is_plain_stream_send(op: &mut RawOp) -> bool {
-    let stream = op.state().socket.as_ref().is_some_and(|s| s.is_stream());
-    stream && matches!(machine::next_step(op.state_mut()), Step::Send { flags, .. } if flags == machine::SEND_FLAGS)
 }
 
 /// The descriptor a step works on and the readiness it waits for.

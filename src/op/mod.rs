@@ -127,38 +127,42 @@ impl OpState {
     }
 }
 
-/// The non-generic part of every operation record.
+/// The non-generic part of every operation record. Laid out in declaration order (`repr(C)`),
+/// the fields every operation touches first, so that an operation's life touches few cache
+/// lines of its record; the kernel arguments and the outputs of accepts and datagram receives
+/// come last.
+#[repr(C)]
 pub(crate) struct OpState {
     pub(crate) kind: OpKind,
     pub(crate) bufs: BufList,
-    pub(crate) args: KernelArgs,
+    /// The socket the operation runs on, while issued.
+    pub(crate) socket: Option<Arc<SocketInner>>,
+    /// Where this flight's completion goes.
+    pub(crate) notify: Notify,
+    /// `OVERLAPPED.Internal`.
+    pub(crate) status: Status,
+    /// Receive flags reported by the completion (`MSG_TRUNC`, ...).
+    pub(crate) flags: i32,
     /// Bytes moved by earlier steps (a short send's first part, a connect's data).
     pub(crate) progress: usize,
     /// `OVERLAPPED.InternalHigh`: bytes transferred.
     pub(crate) bytes: usize,
-    /// Receive flags reported by the completion (`MSG_TRUNC`, ...).
-    pub(crate) flags: i32,
-    /// `OVERLAPPED.Internal`.
-    pub(crate) status: Status,
-    /// The socket the operation runs on, while issued.
-    pub(crate) socket: Option<Arc<SocketInner>>,
     /// The thread that issued the operation (for `CancelIo`).
     pub(crate) issuer: u64,
+    /// `OVERLAPPED.hEvent`: kept across issues, like the field of a reused `OVERLAPPED`.
+    pub(crate) event: Option<Event>,
+    /// The result slot of the last event-notified flight, kept for the next one.
+    pub(crate) spare_slot: Option<Arc<ResultSlot>>,
+    /// `hEvent` with its low-order bit set: no packet even on a port-associated socket.
+    pub(crate) event_only: bool,
+    /// How often the kernel cancelled this flight's request because the thread that submitted
+    /// it exited, and it was submitted again.
+    pub(crate) requeues: u8,
+    pub(crate) args: KernelArgs,
     /// `AcceptEx` output: the new socket and its addresses.
     pub(crate) accepted: Option<Accepted>,
     /// `WSARecvFrom` output: the sender's address.
     pub(crate) peer: Option<SocketAddr>,
-    /// `OVERLAPPED.hEvent`: kept across issues, like the field of a reused `OVERLAPPED`.
-    pub(crate) event: Option<Event>,
-    /// `hEvent` with its low-order bit set: no packet even on a port-associated socket.
-    pub(crate) event_only: bool,
-    /// Where this flight's completion goes.
-    pub(crate) notify: Notify,
-    /// The result slot of the last event-notified flight, kept for the next one.
-    pub(crate) spare_slot: Option<Arc<ResultSlot>>,
-    /// How often the kernel cancelled this flight's request because the thread that submitted
-    /// it exited, and it was submitted again.
-    pub(crate) requeues: u8,
 }
 
 impl OpState {

@@ -61,12 +61,16 @@ impl InFlight {
 }
 
 #[derive(Default)]
+#[repr(C)]
 struct OrderedLane {
     active: Option<InFlight>,
     waiting: VecDeque<RawOp>,
 }
 
+/// Laid out in declaration order (`repr(C)`): the flags every operation checks, then the
+/// receive lane, so that a receive touches one cache line of it.
 #[derive(Default)]
+#[repr(C)]
 struct SocketState {
     shut_write: bool,
     shut_read: bool,
@@ -131,18 +135,20 @@ pub(crate) enum Started {
     Inline(RawOp),
 }
 
-/// The shared state behind every handle of one socket.
+/// The shared state behind every handle of one socket. Laid out in declaration order
+/// (`repr(C)`): what every operation reads, then the lock, fill the first cache line.
+#[repr(C)]
 pub(crate) struct SocketInner {
-    fd: OwnedFd,
-    stream: bool,
-    state: Mutex<SocketState>,
-    assoc: OnceLock<Association>,
-    skip_on_success: AtomicBool,
     /// `closesocket` was called. Set under the state lock, so a check under the lock orders
     /// with it; read without the lock for quick refusals.
     closed: AtomicBool,
+    skip_on_success: AtomicBool,
+    stream: bool,
+    fd: OwnedFd,
     /// The socket's slot in its port's table of registered files.
     fixed: OnceLock<u32>,
+    assoc: OnceLock<Association>,
+    state: Mutex<SocketState>,
     /// The backend whose engine runs the socket's event and routine operations (`None`: the
     /// process's default).
     backend: Option<Backend>,

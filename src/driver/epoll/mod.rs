@@ -60,14 +60,15 @@ struct Waiting {
 
 /// One socket's waiting operations.
 #[derive(Default)]
+#[repr(C)]
 struct SocketWaiters {
-    read: VecDeque<Waiting>,
-    write: VecDeque<Waiting>,
     registered: bool,
     /// Known to have nothing to read: a stream receive came back short or would block, and no
     /// readable edge came since. A new receive then waits for the edge without trying first
     /// (saving the system call that would fail).
     drained: bool,
+    read: VecDeque<Waiting>,
+    write: VecDeque<Waiting>,
 }
 
 impl SocketWaiters {
@@ -79,7 +80,19 @@ impl SocketWaiters {
     }
 }
 
-type Slot = Mutex<SocketWaiters>;
+/// A socket's entry in the table, on cache lines of its own (a socket's events then touch its
+/// lock and lists on one line, never a neighbour's).
+#[derive(Default)]
+#[repr(align(64))]
+struct Slot(Mutex<SocketWaiters>);
+
+impl std::ops::Deref for Slot {
+    type Target = Mutex<SocketWaiters>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 /// Descriptors per chunk of the socket table.
 const CHUNK: usize = 1024;

@@ -24,19 +24,27 @@ pub(crate) fn fd_from_kernel(fd: i32) -> OwnedFd {
 /// falls back to the asynchronous path.
 pub(crate) fn perform_nonblocking(step: &Step) -> i32 {
     let dontwait = libc::MSG_DONTWAIT;
+    // Direct system calls, not libc's `recv`/`send`: those are pthread cancellation points,
+    // whose bookkeeping around each call costs about as much as a small receive's own work.
+    let null = std::ptr::null_mut::<libc::c_void>();
     // SAFETY: every pointer in a `Step` points into a live operation record that the caller
     // owns exclusively for the duration of this call (spec 1.9: buffers valid until
-    // completion); lengths match the buffers they describe.
+    // completion); lengths match the buffers they describe; the null address arguments mean
+    // "none" to `recvfrom` and `sendto`.
     let res = unsafe {
         match *step {
-            Step::Recv { fd, buf, len, flags } => libc::recv(fd.fd, buf.cast(), len as usize, flags | dontwait),
-            Step::RecvMsg { fd, msg, flags } => libc::recvmsg(fd.fd, msg, flags | dontwait),
-            Step::Send { fd, buf, len, flags } => libc::send(fd.fd, buf.cast(), len as usize, flags | dontwait),
-            Step::SendMsg { fd, msg, flags } => libc::sendmsg(fd.fd, msg, flags | dontwait),
+            Step::Recv { fd, buf, len, flags } => {
+                libc::syscall(libc::SYS_recvfrom, fd.fd, buf, len as usize, flags | dontwait, null, null)
+            }
+            Step::RecvMsg { fd, msg, flags } => libc::syscall(libc::SYS_recvmsg, fd.fd, msg, flags | dontwait),
+            Step::Send { fd, buf, len, flags } => {
+                libc::syscall(libc::SYS_sendto, fd.fd, buf, len as usize, flags | dontwait, null, 0)
+            }
+            Step::SendMsg { fd, msg, flags } => libc::syscall(libc::SYS_sendmsg, fd.fd, msg, flags | dontwait),
             _ => return -libc::EAGAIN,
         }
     };
-    if res < 0 { -errno() } else { res.min(i32::MAX as isize) as i32 }
+    if res < 0 { -errno() } else { res.min(libc::c_long::from(i32::MAX)) as i32 }
 }
 
 fn errno() -> i32 {

@@ -432,19 +432,24 @@ impl EpollDriver {
         let Some(slot) = self.sockets.existing(fd) else { return };
         let trouble = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | trouble) != 0 {
-            lock(slot).drained = false;
-            self.retry(slot, Direction::Read, on_complete);
+            self.retry(slot, Direction::Read, true, on_complete);
         }
         if flags & (libc::EPOLLOUT as u32 | trouble) != 0 {
-            self.retry(slot, Direction::Write, on_complete);
+            self.retry(slot, Direction::Write, false, on_complete);
         }
     }
 
-    fn retry(&self, slot: &Slot, dir: Direction, on_complete: &mut dyn FnMut(RawOp, i32)) {
+    /// A readable edge (`edge_read`) also ends the socket's drained state, under the same lock.
+    /// Operations queued while one is being delivered are left for the next edge (they were
+    /// queued because the socket would block).
+    fn retry(&self, slot: &Slot, dir: Direction, mut edge_read: bool, on_complete: &mut dyn FnMut(RawOp, i32)) {
         loop {
             // The lock is released before the callback, which may submit to this socket.
-            let finished = {
+            let (op, res, more) = {
                 let mut waiters = lock(slot);
+                if std::mem::take(&mut edge_read) {
+                    waiters.drained = false;
+                }
                 let Some(front) = waiters.list(dir).front_mut() else { return };
                 let step = machine::next_step(front.op.state_mut());
                 let attempt = sys::attempt(&step);
@@ -460,13 +465,12 @@ impl EpollDriver {
                     }
                 };
                 waiters.drained |= drained;
-                match outcome {
-                    Some(res) => waiters.list(dir).pop_front().map(|w| (w.op, res)),
-                    None => return,
-                }
+                let (Some(res), Some(done)) = (outcome, waiters.list(dir).pop_front()) else { return };
+                (done.op, res, !waiters.list(dir).is_empty())
             };
-            if let Some((op, res)) = finished {
-                self.deliver(op, res, on_complete);
+            self.deliver(op, res, on_complete);
+            if !more {
+                return;
             }
         }
     }

@@ -404,6 +404,34 @@ fn ax11_several_outstanding_accepts_each_get_a_connection() {
 }
 }
 
+backend_test! {
+/// AX-11: accepts outstanding on one listener stay outstanding while connections arrive one at
+/// a time: each connection completes one accept, the others keep waiting (a readiness backend
+/// that tries the waiting accepts on each connection must leave those that would block in
+/// place).
+fn ax11_outstanding_accepts_take_connections_arriving_one_at_a_time() {
+    const N: u32 = 3;
+    let port = new_port();
+    let listener = Socket::listen_tcp(loopback(), 16).unwrap();
+    port.associate(&listener, 7).unwrap();
+    for ctx in 0..N {
+        issue(Overlapped::new(ctx), |ov| listener.accept(ov));
+    }
+    let addr = listener.local_addr().unwrap();
+    let mut seen_ctx = HashSet::new();
+    let mut clients = Vec::new();
+    for i in 0..N {
+        clients.push(TcpStream::connect(addr).unwrap());
+        let mut d = done_any(&port, 7);
+        assert_eq!(d.ok(), 0, "connection {i}");
+        assert!(seen_ctx.insert(*d.ov.context()), "each accept completes once");
+        let acc = d.ov.take_accepted().expect("accepted socket");
+        assert_eq!(acc.remote_addr, clients[i as usize].local_addr().unwrap(), "connection {i} was accepted");
+        assert_quiet(&port);
+    }
+}
+}
+
 /// AX-8 (Linux: the accepted socket already has its full state, §8.4.8): once associated, the
 /// accepted socket sends and receives through the port.
 fn accepted_socket_io(addr: SocketAddr) {

@@ -2,7 +2,8 @@
 //! io_uring cannot be set up (a seccomp filter, installed in the child before `exec`, makes
 //! `io_uring_setup` fail with `EPERM`, as Docker's default profile does) reports the epoll
 //! backend and passes the end-to-end echo test; forcing io_uring there is a clear error, not
-//! a silent fallback.
+//! a silent fallback. Where Linux AIO is denied too, the epoll backend writes its batched
+//! sends one by one and still serves every byte.
 #![allow(unsafe_code)] // installing a seccomp filter in the child takes `pre_exec` and `prctl`
 
 mod common;
@@ -34,24 +35,32 @@ fn jump(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code: JEQ_K, jt, jf, k }
 }
 
-/// A filter that fails `io_uring_setup` with `EPERM` and allows everything else (on this
-/// architecture; on another it allows everything, and the test notices: the server would not
-/// report epoll).
-fn deny_io_uring() -> Vec<libc::sock_filter> {
-    vec![
-        stmt(LD_W_ABS, ARCH),
-        jump(AUDIT_ARCH, 1, 0),
-        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-        stmt(LD_W_ABS, NR),
-        jump(libc::SYS_io_uring_setup as u32, 0, 1),
-        stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-    ]
+/// A filter that fails the system calls `denied` with `EPERM` and allows everything else (on
+/// this architecture; on another it allows everything, and the test notices: the server would
+/// not report epoll).
+fn deny(denied: &[libc::c_long]) -> Vec<libc::sock_filter> {
+    let mut filter = vec![stmt(LD_W_ABS, ARCH), jump(AUDIT_ARCH, 1, 0), stmt(RET_K, libc::SECCOMP_RET_ALLOW)];
+    filter.push(stmt(LD_W_ABS, NR));
+    for &nr in denied {
+        filter.push(jump(nr as u32, 0, 1));
+        filter.push(stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    }
+    filter.push(stmt(RET_K, libc::SECCOMP_RET_ALLOW));
+    filter
 }
 
-/// Makes `cmd` install [`deny_io_uring`] in the child before `exec`.
+/// Makes `cmd` fail `io_uring_setup` in the child (a filter installed before `exec`).
 fn without_io_uring(cmd: &mut Command) {
-    let filter = deny_io_uring();
+    install_in_child(cmd, deny(&[libc::SYS_io_uring_setup]));
+}
+
+/// Makes `cmd` fail `io_uring_setup` and Linux AIO's `io_setup` and `io_submit` in the child.
+fn without_io_uring_or_aio(cmd: &mut Command) {
+    install_in_child(cmd, deny(&[libc::SYS_io_uring_setup, libc::SYS_io_setup, libc::SYS_io_submit]));
+}
+
+/// Makes `cmd` install the seccomp `filter` in the child before `exec`.
+fn install_in_child(cmd: &mut Command, filter: Vec<libc::sock_filter>) {
     // SAFETY: the closure runs in the forked child before `exec`, and only makes two `prctl`
     // calls (async-signal-safe) on memory prepared before the fork (`filter` moves in and
     // stays alive for the closure's life).
@@ -76,6 +85,13 @@ fn without_io_uring_the_server_falls_back_to_epoll_and_echoes_every_byte() {
         assert_eq!(server.backend, "epoll", "{model}: io_uring_setup is denied, so the backend must be epoll");
         echo_and_stop(server);
     }
+}
+
+#[test]
+fn without_io_uring_or_aio_the_epoll_backend_still_echoes_every_byte() {
+    let server = Server::start_with("port", &[], without_io_uring_or_aio);
+    assert_eq!(server.backend, "epoll", "io_uring_setup is denied, so the backend must be epoll");
+    echo_and_stop(server);
 }
 
 #[test]

@@ -465,7 +465,9 @@ impl EpollDriver {
                     }
                 };
                 waiters.drained |= drained;
-                let (Some(res), Some(done)) = (outcome, waiters.list(dir).pop_front()) else { return };
+                // Still blocked: it stays first in line for the next edge.
+                let Some(res) = outcome else { return };
+                let Some(done) = waiters.list(dir).pop_front() else { return };
                 (done.op, res, !waiters.list(dir).is_empty())
             };
             self.deliver(op, res, on_complete);

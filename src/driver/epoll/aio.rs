@@ -110,6 +110,9 @@ impl AioContext {
             return 1;
         }
         let submitted = submitted as usize;
+        // A write whose event cannot be collected (never expected) fails with EIO rather than
+        // being written again by the caller's fallback.
+        results[..submitted].fill(-libc::EIO);
         let mut events = [MaybeUninit::<IoEvent>::uninit(); DEPTH];
         let mut got = 0;
         while got < submitted {

@@ -18,7 +18,6 @@
 //! (the same server runs as `overlapped serve --model routine`).
 
 use std::net::SocketAddr;
-use std::thread::{self, JoinHandle};
 
 use overlapped::{BufList, Error, MsgFlags, Overlapped, Socket, Wait};
 
@@ -27,7 +26,7 @@ use overlapped::{BufList, Error, MsgFlags, Overlapped, Socket, Wait};
 #[allow(clippy::duplicate_mod)]
 mod accept_thread;
 
-use accept_thread::{AcceptThread, Handoff};
+use accept_thread::Handoff;
 
 /// Receive buffer size per client.
 const BUF_SIZE: usize = 4096;
@@ -47,46 +46,13 @@ pub struct Io {
     client: Socket,
 }
 
-/// A running echo server.
-pub struct EchoServer {
-    acceptor: AcceptThread,
-    backend: overlapped::Backend,
-    io_thread: JoinHandle<()>,
-}
+/// A running echo server (`start`, `local_addr`, `backend`, `stop`, `join`).
+pub use accept_thread::EchoServer;
 
 impl EchoServer {
     /// Binds `addr` and starts the accept thread and the I/O thread.
     pub fn start(addr: SocketAddr) -> Result<Self, Error> {
-        // Starts the engine that runs these operations, and names its backend.
-        let backend = overlapped::engine_backend()?;
-        let acceptor = AcceptThread::start(addr)?;
-        let handoff = acceptor.handoff();
-        let io_thread = thread::spawn(move || io_loop(&handoff));
-        Ok(Self { acceptor, backend, io_thread })
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.acceptor.local_addr()
-    }
-
-    /// The backend running the server's operations.
-    pub fn backend(&self) -> overlapped::Backend {
-        self.backend
-    }
-
-    /// Stops both threads; the I/O thread's exit cancels its operations, closing the
-    /// clients (TE-1).
-    pub fn stop(self) -> Result<(), Error> {
-        let stopped = self.acceptor.stop();
-        let _ = self.io_thread.join();
-        stopped
-    }
-
-    /// Runs until the server is stopped from elsewhere.
-    pub fn join(self) {
-        self.acceptor.join();
-        let _ = self.io_thread.join();
+        Self::start_with(addr, |handoff| io_loop(&handoff))
     }
 }
 

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};
 
-use overlapped::{BufList, MsgFlags, Overlapped};
+use overlapped::{BufList, Issued, MsgFlags, Overlapped};
 
 struct Counting;
 
@@ -50,27 +50,36 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// One echo round trip: the client sends, the server's recv completes, the server sends the
-/// bytes back with the same record, the send completes, the client reads them.
+/// One echo round trip: the server issues a receive, the client sends, the receive completes
+/// (`complete` waits for it and hands the record back), the server sends the bytes back with
+/// the same record, the send completes, the client reads them.
 fn round_trip(
-    port: &overlapped::CompletionPort<u8>,
     server: &overlapped::Socket,
     client: &mut std::net::TcpStream,
     ov: Overlapped<u8>,
     msg: &[u8],
     back: &mut [u8],
+    mut complete: impl FnMut(Issued<u8>) -> Overlapped<u8>,
 ) -> Overlapped<u8> {
-    server.recv(ov, MsgFlags::NONE).unwrap();
+    let issued = server.recv(ov, MsgFlags::NONE).unwrap();
     client.write_all(msg).unwrap();
-    let done = port.get(Some(common::WAIT)).unwrap();
-    let ov = done.overlapped.unwrap();
-    assert_eq!(ov.buffers()[0].len(), done.bytes);
-    server.send(ov, MsgFlags::NONE).unwrap();
-    let done = port.get(Some(common::WAIT)).unwrap();
+    let ov = complete(issued);
+    assert_eq!(ov.result().unwrap(), msg.len());
+    assert_eq!(ov.buffers()[0].len(), msg.len());
+    let mut ov = complete(server.send(ov, MsgFlags::NONE).unwrap());
     client.read_exact(back).unwrap();
-    let mut ov = done.overlapped.unwrap();
     ov.buffers_mut()[0].clear();
     ov
+}
+
+/// Completion through the port: the next packet's record.
+fn from_port(port: &overlapped::CompletionPort<u8>) -> impl FnMut(Issued<u8>) -> Overlapped<u8> + '_ {
+    |_| port.get(Some(common::WAIT)).unwrap().overlapped.unwrap()
+}
+
+/// Completion through the record's event: `overlapped_result` on the operation's handle.
+fn from_event(issued: Issued<u8>) -> Overlapped<u8> {
+    issued.into_pending_io().expect("no port").overlapped_result(true).unwrap()
 }
 
 /// Counts the heap allocations this thread makes in 1000 echo round trips (2000 operations),
@@ -97,30 +106,10 @@ fn steady_state_echo_allocates_nothing_per_operation() {
     let (msg, mut back) = ([7u8; 64], [0u8; 64]);
     let ov = Overlapped::with_buffers(0u8, BufList::with_capacity(4096));
     let allocated =
-        allocations_in_steady_state(ov, |ov| round_trip(&port, &server, &mut client, ov, &msg, &mut back));
+        allocations_in_steady_state(ov, |ov| round_trip(&server, &mut client, ov, &msg, &mut back, from_port(&port)));
     assert_eq!(back, msg);
     assert_eq!(allocated, 0, "{allocated} heap allocations in 2000 steady-state operations");
 }
-}
-
-/// One echo round trip on the event path: the server's receive and send signal the record's
-/// event, and their results come back through `overlapped_result`.
-fn event_round_trip(
-    server: &overlapped::Socket,
-    client: &mut std::net::TcpStream,
-    ov: Overlapped<u8>,
-    msg: &[u8],
-    back: &mut [u8],
-) -> Overlapped<u8> {
-    let mut io = server.recv(ov, MsgFlags::NONE).unwrap().into_pending_io().expect("no port");
-    client.write_all(msg).unwrap();
-    let ov = io.overlapped_result(true).unwrap();
-    assert_eq!(ov.result().unwrap(), msg.len());
-    let mut io = server.send(ov, MsgFlags::NONE).unwrap().into_pending_io().expect("no port");
-    let mut ov = io.overlapped_result(true).unwrap();
-    client.read_exact(back).unwrap();
-    ov.buffers_mut()[0].clear();
-    ov
 }
 
 backend_test! {
@@ -130,7 +119,8 @@ fn steady_state_event_echo_allocates_nothing_on_the_issuing_thread() {
     let (server, mut client) = common::unassociated_tcp_pair();
     let (msg, mut back) = ([9u8; 64], [0u8; 64]);
     let ov = Overlapped::with_buffers(0u8, BufList::with_capacity(4096)).with_event(overlapped::Event::new());
-    let allocated = allocations_in_steady_state(ov, |ov| event_round_trip(&server, &mut client, ov, &msg, &mut back));
+    let allocated =
+        allocations_in_steady_state(ov, |ov| round_trip(&server, &mut client, ov, &msg, &mut back, from_event));
     assert_eq!(back, msg);
     assert_eq!(allocated, 0, "{allocated} heap allocations in 2000 steady-state event operations");
 }

@@ -1,13 +1,57 @@
-//! The accept thread of the lecture's Overlapped(1) and Overlapped(2) echo servers: a plain
-//! blocking `accept` loop that hands each new client to the I/O thread and signals the event
-//! the I/O thread waits on.
+//! The two threads of the lecture's Overlapped(1) and Overlapped(2) echo servers: the accept
+//! thread, a plain blocking `accept` loop that hands each new client to the I/O thread and
+//! signals the event the I/O thread waits on; and the I/O thread, whose loop each server
+//! supplies.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use overlapped::{Error, Event, Socket};
+use overlapped::{Backend, Error, Event, Socket};
+
+/// A running echo server: its accept thread and its I/O thread.
+pub struct EchoServer {
+    acceptor: AcceptThread,
+    backend: Backend,
+    io_thread: JoinHandle<()>,
+}
+
+impl EchoServer {
+    /// Binds `addr`, starts the accept thread, and runs `io_loop` on the I/O thread.
+    pub fn start_with(addr: SocketAddr, io_loop: impl FnOnce(Arc<Handoff>) + Send + 'static) -> Result<Self, Error> {
+        // Starts the engine that runs the servers' operations, and names its backend.
+        let backend = overlapped::engine_backend()?;
+        let acceptor = AcceptThread::start(addr)?;
+        let handoff = acceptor.handoff.clone();
+        let io_thread = thread::spawn(move || io_loop(handoff));
+        Ok(Self { acceptor, backend, io_thread })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.acceptor.local_addr
+    }
+
+    /// The backend running the server's operations.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Stops both threads; the I/O thread closes its clients on its way out (or its exit
+    /// cancels their operations, TE-1).
+    pub fn stop(self) -> Result<(), Error> {
+        let stopped = self.acceptor.stop();
+        let _ = self.io_thread.join();
+        stopped
+    }
+
+    /// Runs until the server is stopped from elsewhere.
+    pub fn join(self) {
+        let _ = self.acceptor.thread.join();
+        let _ = self.io_thread.join();
+    }
+}
 
 /// What the accept thread shares with the I/O thread.
 pub struct Handoff {
@@ -34,7 +78,7 @@ impl Handoff {
 }
 
 /// The listener and its accept thread.
-pub struct AcceptThread {
+struct AcceptThread {
     handoff: Arc<Handoff>,
     listener: Socket,
     local_addr: SocketAddr,
@@ -43,7 +87,7 @@ pub struct AcceptThread {
 
 impl AcceptThread {
     /// Binds `addr` and starts accepting.
-    pub fn start(addr: SocketAddr) -> Result<Self, Error> {
+    fn start(addr: SocketAddr) -> Result<Self, Error> {
         let listener = Socket::listen_tcp(addr, 1024)?;
         let local_addr = listener.local_addr()?;
         let handoff = Arc::new(Handoff {
@@ -58,30 +102,15 @@ impl AcceptThread {
         Ok(Self { handoff, listener, local_addr, thread })
     }
 
-    /// What the I/O thread takes the clients from.
-    pub fn handoff(&self) -> Arc<Handoff> {
-        self.handoff.clone()
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
     /// Stops accepting, tells the I/O thread to stop (through its event), and closes the
     /// listener.
-    pub fn stop(self) -> Result<(), Error> {
+    fn stop(self) -> Result<(), Error> {
         self.handoff.stop.store(true, Ordering::Release);
         // Wakes the accept thread out of `accept` (Linux fails it once the listener is shut).
         let _ = self.listener.shutdown(std::net::Shutdown::Read);
         self.handoff.wake.set()?;
         let _ = self.thread.join();
         self.listener.close()
-    }
-
-    /// Waits for the accept thread to end.
-    pub fn join(self) {
-        let _ = self.thread.join();
     }
 }
 

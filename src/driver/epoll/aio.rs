@@ -78,7 +78,7 @@ impl AioContext {
     /// `results`. Returns the prefix length: all of them, or fewer if the kernel refused one at
     /// submission (its error is its result) or one is not a plain send (`EAGAIN`: the caller
     /// starts it the ordinary way).
-    pub(super) fn write_sends(&self, ops: &mut [RawOp], results: &mut [i32]) -> usize {
+    pub(super) fn write_batch(&self, ops: &mut [RawOp], results: &mut [i32]) -> usize {
         let mut iocbs: [Iocb; DEPTH] = std::array::from_fn(|_| Iocb::default());
         let mut ptrs: [*mut Iocb; DEPTH] = [std::ptr::null_mut(); DEPTH];
         let mut n = 0;

@@ -88,7 +88,7 @@ impl EpollDriver {
         results.resize(batch.len(), -libc::EAGAIN);
         let mut done = 0;
         while done < batch.len() {
-            done += aio.write_sends(&mut batch[done..], &mut results[done..]);
+            done += aio.write_batch(&mut batch[done..], &mut results[done..]);
         }
         // The finished ones go to the ready queue under one lock; the others start afresh.
         {

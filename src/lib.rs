@@ -79,6 +79,7 @@ mod driver;
 mod engine;
 mod error;
 mod event;
+mod lock;
 mod op;
 mod overlapped;
 mod pending;

@@ -11,7 +11,7 @@
 //! completions wait in the kernel's queue, as packets wait in the port on Windows (CC-7).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::state::QueueState;
@@ -19,6 +19,7 @@ use super::worker;
 use crate::apc;
 use crate::driver::{Backend, Driver};
 use crate::error::{Error, ErrorKind};
+use crate::lock::{Lock, LockGuard};
 use crate::op::RawOp;
 use crate::op::machine::{self, Progress};
 
@@ -35,7 +36,7 @@ pub(crate) struct Packet {
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct PortCore {
-    state: Mutex<QueueState>,
+    state: Lock<QueueState>,
     driver: Driver,
 }
 
@@ -44,11 +45,11 @@ impl PortCore {
         let max =
             if concurrency == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { concurrency };
         let driver = Driver::new(backend)?;
-        Ok(Self { state: Mutex::new(QueueState::new(max)), driver })
+        Ok(Self { state: Lock::new(QueueState::new(max)), driver })
     }
 
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> LockGuard<'_, QueueState> {
+        self.state.lock()
     }
 
     pub(crate) fn backend(&self) -> Backend {

@@ -14,11 +14,12 @@ use std::any::TypeId;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use crate::driver::Backend;
 use crate::engine;
 use crate::error::{Error, ErrorKind};
+use crate::lock::{Lock, LockGuard};
 use crate::op::inline::{self, Inline};
 use crate::op::{CancelReason, Lane, OpKind, RawOp, Status};
 use crate::pending;
@@ -148,7 +149,7 @@ pub(crate) struct SocketInner {
     /// The socket's slot in its port's table of registered files.
     fixed: OnceLock<u32>,
     assoc: OnceLock<Association>,
-    state: Mutex<SocketState>,
+    state: Lock<SocketState>,
     /// The backend whose engine runs the socket's event and routine operations (`None`: the
     /// process's default).
     backend: Option<Backend>,
@@ -173,7 +174,7 @@ impl SocketInner {
             fd,
             stream,
             backend,
-            state: Mutex::default(),
+            state: Lock::default(),
             assoc: OnceLock::new(),
             skip_on_success: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -193,8 +194,8 @@ impl SocketInner {
         self.stream
     }
 
-    fn lock(&self) -> MutexGuard<'_, SocketState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> LockGuard<'_, SocketState> {
+        self.state.lock()
     }
 
     pub(crate) fn is_closed(&self) -> bool {

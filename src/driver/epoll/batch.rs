@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::aio::{self, AioContext};
-use super::{EpollDriver, lock};
+use super::{EpollDriver, lock, lock_writing};
 use crate::op::RawOp;
 use crate::op::machine::{self, Step};
 
@@ -71,7 +71,7 @@ impl EpollDriver {
     /// AIO may be used, else each tried on its own. A send that would block (or that AIO
     /// refused) is started the ordinary way, which queues it on its socket.
     pub(super) fn write_sends(&self) {
-        let mut writing = lock(&self.writing);
+        let mut writing = lock_writing(&self.writing);
         let Writing { batch, results, again, aio, policy } = &mut *writing;
         std::mem::swap(batch, &mut *lock(&self.sends));
         let Some(aio) = aio.as_ref().filter(|_| batch.len() > 1) else {

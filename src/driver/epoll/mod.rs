@@ -30,6 +30,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use crate::lock::{Lock, LockGuard};
 use std::time::Duration;
 
 use self::batch::Writing;
@@ -84,10 +86,10 @@ impl SocketWaiters {
 /// lock and lists on one line, never a neighbour's).
 #[derive(Default)]
 #[repr(align(64))]
-struct Slot(Mutex<SocketWaiters>);
+struct Slot(Lock<SocketWaiters>);
 
 impl std::ops::Deref for Slot {
-    type Target = Mutex<SocketWaiters>;
+    type Target = Lock<SocketWaiters>;
 
     fn deref(&self) -> &Self::Target {
         &self.0
@@ -133,7 +135,12 @@ impl SocketTable {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(m: &Lock<T>) -> LockGuard<'_, T> {
+    m.lock()
+}
+
+/// The lock of the send writer, which is held across `io_submit`.
+fn lock_writing(m: &Mutex<Writing>) -> MutexGuard<'_, Writing> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -143,14 +150,14 @@ pub(crate) struct EpollDriver {
     wake_fd: OwnedFd,
     sockets: SocketTable,
     /// Results of steps that finished without waiting (or were cancelled), not yet reaped.
-    ready: Mutex<VecDeque<(RawOp, i32)>>,
+    ready: Lock<VecDeque<(RawOp, i32)>>,
     has_ready: AtomicBool,
     /// Threads blocked in `epoll_wait` (so a new ready result must wake one).
     polling: AtomicUsize,
     in_flight: AtomicUsize,
     closed: AtomicBool,
     /// Plain stream sends waiting for the next flush.
-    sends: Mutex<Vec<RawOp>>,
+    sends: Lock<Vec<RawOp>>,
     /// What writes the queued sends.
     writing: Mutex<Writing>,
 }
@@ -164,12 +171,12 @@ impl EpollDriver {
             epfd,
             wake_fd,
             sockets: SocketTable::new(),
-            ready: Mutex::new(VecDeque::new()),
+            ready: Lock::new(VecDeque::new()),
             has_ready: AtomicBool::new(false),
             polling: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            sends: Mutex::new(Vec::new()),
+            sends: Lock::new(Vec::new()),
             writing: Mutex::new(Writing::new()),
         })
     }

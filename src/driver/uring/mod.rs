@@ -26,6 +26,7 @@ use std::time::Duration;
 use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, opcode, squeue};
 
+use crate::lock::Lock;
 use crate::op::RawOp;
 use crate::op::machine;
 
@@ -44,7 +45,8 @@ struct FileSlots {
 /// An io_uring instance shared by the threads of one completion port.
 pub(crate) struct UringDriver {
     ring: IoUring,
-    sq_lock: Mutex<()>,
+    /// Short sections only (pushing an entry, reading the tail).
+    sq_lock: Lock<()>,
     cq_lock: Mutex<()>,
     in_flight: AtomicUsize,
     closed: AtomicBool,
@@ -72,7 +74,7 @@ impl UringDriver {
         let files = ring.submitter().register_files_sparse(FIXED_FILES).ok();
         let driver = Self {
             ring,
-            sq_lock: Mutex::new(()),
+            sq_lock: Lock::new(()),
             cq_lock: Mutex::new(()),
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -98,7 +100,7 @@ impl UringDriver {
 
     /// Pushes an SQE, submitting first if the queue is full.
     fn push(&self, entry: &squeue::Entry) {
-        let _sq = lock(&self.sq_lock);
+        let _sq = self.sq_lock.lock();
         loop {
             // SAFETY: `sq_lock` is held, so this is the only view of the submission queue; the
             // queue's tail is published when the view drops, before the lock is released.
@@ -170,7 +172,7 @@ impl UringDriver {
     }
 
     fn has_unsubmitted(&self) -> bool {
-        let _sq = lock(&self.sq_lock);
+        let _sq = self.sq_lock.lock();
         // SAFETY: `sq_lock` is held, so this is the only view of the submission queue.
         !unsafe { self.ring.submission_shared() }.is_empty()
     }
@@ -191,7 +193,7 @@ impl UringDriver {
     /// Refuses further submissions and cancels everything in flight.
     pub(crate) fn close(&self) {
         {
-            let _sq = lock(&self.sq_lock);
+            let _sq = self.sq_lock.lock();
             self.closed.store(true, Ordering::Release);
         }
         self.cancel_all();

@@ -181,12 +181,12 @@ impl<C: Send + 'static> Overlapped<C> {
     /// `AcceptEx` output: the accepted socket with its local and remote addresses
     /// (`GetAcceptExSockaddrs`). Present after a successful accept, once.
     pub fn take_accepted(&mut self) -> Option<Accepted> {
-        self.rec.state_mut().accepted.take()
+        self.rec.state_mut().extra.as_deref_mut()?.accepted.take()
     }
 
     /// `WSARecvFrom` output (`lpFrom`): the sender of the datagram received.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.rec.state().peer
+        self.rec.state().extra.as_deref()?.peer
     }
 }
 

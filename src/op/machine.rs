@@ -63,7 +63,7 @@ pub(crate) fn next_step(op: &mut OpState) -> Step {
         OpKind::Send { flags } => send_step(op, fd, *flags, false),
         OpKind::SendTo { flags, .. } => send_step(op, fd, *flags, true),
         OpKind::Accept { accepted: None } => {
-            let (addr, len) = op.args.addr_out();
+            let (addr, len) = op.args().addr_out();
             Step::Accept { fd, addr, len }
         }
         OpKind::Accept { accepted: Some(new) } => {
@@ -71,7 +71,7 @@ pub(crate) fn next_step(op: &mut OpState) -> Step {
             recv_step(op, new_fd, 0, true, false)
         }
         OpKind::Connect { connected: false, .. } => {
-            let (addr, len) = op.args.addr_ptr();
+            let (addr, len) = op.args().addr_ptr();
             Step::Connect { fd, addr, len }
         }
         OpKind::Connect { connected: true, .. } => send_step(op, fd, 0, false),
@@ -85,8 +85,9 @@ fn recv_step(op: &mut OpState, fd: Target, flags: i32, plain: bool, with_addr: b
         let spare = op.bufs[0].spare_capacity_mut();
         return Step::Recv { fd, buf: spare.as_mut_ptr().cast(), len: clamp_len(spare.len()), flags };
     }
-    op.args.set_spare_iovecs(&mut op.bufs);
-    Step::RecvMsg { fd, msg: op.args.msghdr(with_addr, true), flags }
+    let args = &mut op.extra.get_or_insert_with(Box::default).args;
+    args.set_spare_iovecs(&mut op.bufs);
+    Step::RecvMsg { fd, msg: args.msghdr(with_addr, true), flags }
 }
 
 fn send_step(op: &mut OpState, fd: Target, flags: i32, with_addr: bool) -> Step {
@@ -95,8 +96,9 @@ fn send_step(op: &mut OpState, fd: Target, flags: i32, with_addr: bool) -> Step 
         let rest = &op.bufs[0][op.progress..];
         return Step::Send { fd, buf: rest.as_ptr(), len: clamp_len(rest.len()), flags };
     }
-    op.args.set_iovecs(&mut op.bufs, op.progress);
-    Step::SendMsg { fd, msg: op.args.msghdr(with_addr, false), flags }
+    let args = &mut op.extra.get_or_insert_with(Box::default).args;
+    args.set_iovecs(&mut op.bufs, op.progress);
+    Step::SendMsg { fd, msg: args.msghdr(with_addr, false), flags }
 }
 
 fn clamp_len(len: usize) -> u32 {
@@ -148,13 +150,13 @@ fn finish_recv(op: &mut OpState, res: i32, with_addr: bool) -> Progress {
     }
     op.bytes = res as usize;
     commit_received(op);
-    let used_msghdr = !op.args.iovecs().is_empty() || with_addr;
-    if !used_msghdr {
+    // A plain receive never allocates the extra part; one that used a message header did.
+    let Some(extra) = op.extra.as_deref_mut().filter(|x| !x.args.iovecs().is_empty() || with_addr) else {
         return Progress::Done(Ok(()));
-    }
-    op.flags = op.args.msg_flags();
+    };
+    op.flags = extra.args.msg_flags();
     if with_addr {
-        op.peer = op.args.received_name();
+        extra.peer = extra.args.received_name();
     }
     if op.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         // RV-3: the buffers keep the first part; the rest of the datagram is gone.

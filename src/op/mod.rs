@@ -158,6 +158,15 @@ pub(crate) struct OpState {
     /// How often the kernel cancelled this flight's request because the thread that submitted
     /// it exited, and it was submitted again.
     pub(crate) requeues: u8,
+    /// What only some operations use, allocated by the first that needs it (a plain send or
+    /// receive never touches it, so the record's hot part and its context share cache lines).
+    pub(crate) extra: Option<Box<OpExtra>>,
+}
+
+/// The part of an operation record that only message, address and accept operations use.
+#[derive(Default)]
+pub(crate) struct OpExtra {
+    /// The kernel's message header, vectors and address (stable while in flight: boxed).
     pub(crate) args: KernelArgs,
     /// `AcceptEx` output: the new socket and its addresses.
     pub(crate) accepted: Option<Accepted>,
@@ -170,15 +179,13 @@ impl OpState {
         Self {
             kind: OpKind::Idle,
             bufs,
-            args: KernelArgs::default(),
+            extra: None,
             progress: 0,
             bytes: 0,
             flags: 0,
             status: Status::Pending,
             socket: None,
             issuer: 0,
-            accepted: None,
-            peer: None,
             event: None,
             event_only: false,
             notify: Notify::Port,
@@ -192,14 +199,26 @@ impl OpState {
         self.notify = notify;
         self.requeues = 0;
         self.kind = kind;
-        self.args.clear();
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.args.clear();
+            extra.accepted = None;
+            extra.peer = None;
+        }
         self.progress = 0;
         self.bytes = 0;
         self.flags = 0;
         self.status = Status::Pending;
         self.socket = Some(socket);
         self.issuer = issuer;
-        self.accepted = None;
-        self.peer = None;
+    }
+
+    /// The rarely used part, allocated on first use.
+    pub(crate) fn extra(&mut self) -> &mut OpExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The kernel arguments of message, address and accept operations.
+    pub(crate) fn args(&mut self) -> &mut KernelArgs {
+        &mut self.extra().args
     }
 }

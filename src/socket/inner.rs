@@ -358,14 +358,15 @@ impl SocketInner {
         state.socket = None;
         if let OpKind::Accept { accepted } = &mut state.kind {
             if let (Some(fd), Ok(())) = (accepted.take(), status) {
-                match Accepted::from_fd(fd, state.args.addr(), self.backend) {
-                    Ok(a) => state.accepted = Some(a),
+                let extra = state.extra();
+                match Accepted::from_fd(fd, extra.args.addr(), self.backend) {
+                    Ok(a) => extra.accepted = Some(a),
                     Err(e) => status = Err(e),
                 }
             }
         }
-        if status.is_err() {
-            state.accepted = None;
+        if let (Err(_), Some(extra)) = (&status, state.extra.as_deref_mut()) {
+            extra.accepted = None;
         }
         state.status = Status::Done(status);
         if state.notify.is_port() {

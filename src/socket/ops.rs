@@ -181,7 +181,7 @@ impl Socket {
         let mut rec = overlapped.into_record();
         let state = rec.state_mut();
         if let OpKind::Connect { to, .. } | OpKind::SendTo { to, .. } = &kind {
-            state.args.set_addr(to);
+            state.args().set_addr(to);
         }
         let notify = if routine {
             // AP-4: queued to the issuing thread. The event is left alone (AP-8).

@@ -71,9 +71,20 @@ impl EpollDriver {
     /// AIO may be used, else each tried on its own. A send that would block (or that AIO
     /// refused) is started the ordinary way, which queues it on its socket.
     pub(super) fn write_sends(&self) {
+        if lock(&self.sends).is_empty() {
+            return;
+        }
         let mut writing = lock_writing(&self.writing);
         let Writing { batch, results, again, aio, policy } = &mut *writing;
-        std::mem::swap(batch, &mut *lock(&self.sends));
+        {
+            let mut sends = lock(&self.sends);
+            std::mem::swap(batch, &mut *sends);
+            if batch.is_empty() {
+                return;
+            }
+            // Counted by `in_flight` from here on (see there).
+            self.in_flight.fetch_add(batch.len(), Ordering::Relaxed);
+        }
         let Some(aio) = aio.as_ref().filter(|_| batch.len() > 1) else {
             batch.drain(..).for_each(|op| self.start(op));
             return;

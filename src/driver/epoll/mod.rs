@@ -154,6 +154,9 @@ pub(crate) struct EpollDriver {
     has_ready: AtomicBool,
     /// Threads blocked in `epoll_wait` (so a new ready result must wake one).
     polling: AtomicUsize,
+    /// Operations submitted and not yet handed back, except the queued sends (counted by the
+    /// length of `sends`; they are added here, under its lock, when they leave it). Lowered
+    /// after delivery, once per batch: it may run high for a moment, never low.
     in_flight: AtomicUsize,
     closed: AtomicBool,
     /// Plain stream sends waiting for the next flush.
@@ -186,10 +189,10 @@ impl EpollDriver {
         if self.closed.load(Ordering::Acquire) {
             return Err(op);
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         if batch::is_plain_stream_send(&mut op) {
             lock(&self.sends).push(op);
         } else {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
             self.start(op);
         }
         Ok(())
@@ -300,8 +303,9 @@ impl EpollDriver {
             if !sends.iter().any(&pick) {
                 return false;
             }
-            let (cancelled, kept) = std::mem::take(&mut *sends).into_iter().partition(|op| pick(op));
+            let (cancelled, kept): (Vec<RawOp>, _) = std::mem::take(&mut *sends).into_iter().partition(|op| pick(op));
             *sends = kept;
+            self.in_flight.fetch_add(cancelled.len(), Ordering::Relaxed);
             cancelled
         };
         for op in cancelled {
@@ -330,14 +334,15 @@ impl EpollDriver {
     /// every completion that already happened in the kernel, like `PostQueuedCompletionStatus`
     /// ordering its packet after them, PQ-2), then hands over the ready results.
     pub(crate) fn reap_now(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
-        if self.in_flight.load(Ordering::Acquire) == 0 {
+        if self.in_flight() == 0 {
             return self.reap_ready(on_complete);
         }
         self.wait(Some(Duration::ZERO), on_complete)
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        let sends = lock(&self.sends);
+        self.in_flight.load(Ordering::Acquire) + sends.len()
     }
 
     /// Forgets a socket whose descriptor is about to be closed, so that a new socket reusing
@@ -388,11 +393,19 @@ impl EpollDriver {
             for (op, res) in taken[..n].iter_mut().filter_map(Option::take) {
                 self.deliver(op, res, on_complete);
             }
+            self.lower_in_flight(n);
         }
     }
 
+    /// Counts `n` delivered operations out of `in_flight` (each was counted in before it could be
+    /// delivered: the test suite checks that no count goes below zero).
+    fn lower_in_flight(&self, n: usize) {
+        let before = self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "in_flight would fall below zero: {before} - {n}");
+    }
+
+    /// Hands a result over; the caller lowers `in_flight` afterwards.
     fn deliver(&self, op: RawOp, res: i32, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.forget_accepted(&op);
         on_complete(op, res);
     }
@@ -419,37 +432,49 @@ impl EpollDriver {
         let timeout = if delivered || self.has_ready.load(Ordering::SeqCst) { Some(Duration::ZERO) } else { timeout };
         let n = sys::epoll_wait(&self.epfd, &mut events, timeout);
         self.polling.fetch_sub(1, Ordering::SeqCst);
-        let mut woke = false;
+        let (mut woke, mut delivered) = (false, 0);
         for ev in &events[..n] {
             let (token, flags) = (ev.u64, ev.events);
             if token == WAKE_TOKEN {
                 crate::sys::eventfd_drain(self.wake_fd.as_raw_fd());
                 woke = true;
             } else {
-                self.on_ready(token as RawFd, flags, on_complete);
+                delivered += self.on_ready(token as RawFd, flags, on_complete);
             }
+        }
+        if delivered > 0 {
+            self.lower_in_flight(delivered);
         }
         self.deliver_ready(on_complete);
         woke
     }
 
     /// A socket became ready: retry its waiting operations in order, delivering each that
-    /// finishes, until one would block.
-    fn on_ready(&self, fd: RawFd, flags: u32, on_complete: &mut dyn FnMut(RawOp, i32)) {
-        let Some(slot) = self.sockets.existing(fd) else { return };
+    /// finishes, until one would block. Returns how many it delivered.
+    fn on_ready(&self, fd: RawFd, flags: u32, on_complete: &mut dyn FnMut(RawOp, i32)) -> usize {
+        let Some(slot) = self.sockets.existing(fd) else { return 0 };
         let trouble = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        let mut delivered = 0;
         if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | trouble) != 0 {
-            self.retry(slot, Direction::Read, true, on_complete);
+            delivered += self.retry(slot, Direction::Read, true, on_complete);
         }
         if flags & (libc::EPOLLOUT as u32 | trouble) != 0 {
-            self.retry(slot, Direction::Write, false, on_complete);
+            delivered += self.retry(slot, Direction::Write, false, on_complete);
         }
+        delivered
     }
 
     /// A readable edge (`edge_read`) also ends the socket's drained state, under the same lock.
     /// Operations queued while one is being delivered are left for the next edge (they were
     /// queued because the socket would block).
-    fn retry(&self, slot: &Slot, dir: Direction, mut edge_read: bool, on_complete: &mut dyn FnMut(RawOp, i32)) {
+    fn retry(
+        &self,
+        slot: &Slot,
+        dir: Direction,
+        mut edge_read: bool,
+        on_complete: &mut dyn FnMut(RawOp, i32),
+    ) -> usize {
+        let mut delivered = 0;
         loop {
             // The lock is released before the callback, which may submit to this socket.
             let (op, res, more) = {
@@ -457,7 +482,7 @@ impl EpollDriver {
                 if std::mem::take(&mut edge_read) {
                     waiters.drained = false;
                 }
-                let Some(front) = waiters.list(dir).front_mut() else { return };
+                let Some(front) = waiters.list(dir).front_mut() else { return delivered };
                 let step = machine::next_step(front.op.state_mut());
                 let attempt = sys::attempt(&step);
                 let drained = drains(&step, &attempt, &front.op);
@@ -473,13 +498,14 @@ impl EpollDriver {
                 };
                 waiters.drained |= drained;
                 // Still blocked: it stays first in line for the next edge.
-                let Some(res) = outcome else { return };
-                let Some(done) = waiters.list(dir).pop_front() else { return };
+                let Some(res) = outcome else { return delivered };
+                let Some(done) = waiters.list(dir).pop_front() else { return delivered };
                 (done.op, res, !waiters.list(dir).is_empty())
             };
             self.deliver(op, res, on_complete);
+            delivered += 1;
             if !more {
-                return;
+                return delivered;
             }
         }
     }

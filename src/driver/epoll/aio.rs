@@ -22,15 +22,16 @@ use std::mem::MaybeUninit;
 use crate::op::RawOp;
 use crate::op::machine::{self, Step};
 
-/// Writes per `io_submit` (and the context's queue depth).
-pub(super) const DEPTH: usize = 64;
+/// Writes per `io_submit` (and the context's queue depth): a whole batch of a busy port in one
+/// call (at 128 connections, 64 per call measured about 3% slower than 256).
+pub(super) const DEPTH: usize = 256;
 
 const IOCB_CMD_PWRITE: u16 = 1;
 const RWF_NOWAIT: i32 = 0x0000_0008;
 
 /// `struct iocb` of `linux/aio_abi.h` (little-endian field order of `aio_key`/`aio_rw_flags`).
 #[repr(C)]
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Iocb {
     aio_data: u64,
     #[cfg(target_endian = "little")]
@@ -59,9 +60,14 @@ struct IoEvent {
     res2: i64,
 }
 
-/// An AIO context (`io_setup`), destroyed on drop.
+/// An AIO context (`io_setup`), destroyed on drop, with the arrays one `io_submit` uses
+/// (allocated once: [`DEPTH`] iocbs, their addresses, and the events that come back).
 pub(super) struct AioContext {
     id: libc::c_ulong,
+    iocbs: Box<[Iocb]>,
+    /// `struct iocb **`, as addresses (`usize` has the layout of a pointer).
+    ptrs: Box<[usize]>,
+    events: Box<[MaybeUninit<IoEvent>]>,
 }
 
 impl AioContext {
@@ -70,7 +76,12 @@ impl AioContext {
         let mut id: libc::c_ulong = 0;
         // SAFETY: `id` is a valid place for the new context's id for the duration of the call.
         let r = unsafe { libc::syscall(libc::SYS_io_setup, DEPTH as libc::c_long, &mut id as *mut libc::c_ulong) };
-        (r == 0).then_some(Self { id })
+        (r == 0).then(|| Self {
+            id,
+            iocbs: vec![Iocb::default(); DEPTH].into_boxed_slice(),
+            ptrs: vec![0; DEPTH].into_boxed_slice(),
+            events: vec![MaybeUninit::uninit(); DEPTH].into_boxed_slice(),
+        })
     }
 
     /// Performs the next steps of a prefix of `ops` (at most [`DEPTH`], each a plain send) in
@@ -78,9 +89,8 @@ impl AioContext {
     /// `results`. Returns the prefix length: all of them, or fewer if the kernel refused one at
     /// submission (its error is its result) or one is not a plain send (`EAGAIN`: the caller
     /// starts it the ordinary way).
-    pub(super) fn write_batch(&self, ops: &mut [RawOp], results: &mut [i32]) -> usize {
-        let mut iocbs: [Iocb; DEPTH] = std::array::from_fn(|_| Iocb::default());
-        let mut ptrs: [*mut Iocb; DEPTH] = [std::ptr::null_mut(); DEPTH];
+    pub(super) fn write_batch(&mut self, ops: &mut [RawOp], results: &mut [i32]) -> usize {
+        let Self { id, iocbs, ptrs, events } = self;
         let mut n = 0;
         for op in ops.iter_mut().take(DEPTH.min(results.len())) {
             let Step::Send { fd, buf, len, .. } = machine::next_step(op.state_mut()) else { break };
@@ -93,7 +103,7 @@ impl AioContext {
                 aio_nbytes: u64::from(len),
                 ..Iocb::default()
             };
-            ptrs[n] = &mut iocbs[n];
+            ptrs[n] = &raw mut iocbs[n] as usize;
             n += 1;
         }
         if n == 0 {
@@ -104,7 +114,7 @@ impl AioContext {
         // the unsent part of a send's buffer inside its record, which the caller owns for the
         // whole call (`RawOp`), so it stays valid and unmoved. Socket writes with RWF_NOWAIT
         // complete inside the call, so the kernel keeps no pointer after it returns.
-        let submitted = unsafe { libc::syscall(libc::SYS_io_submit, self.id, n as libc::c_long, ptrs.as_mut_ptr()) };
+        let submitted = unsafe { libc::syscall(libc::SYS_io_submit, *id, n as libc::c_long, ptrs.as_mut_ptr()) };
         if submitted <= 0 {
             results[0] = if submitted == 0 { -libc::EAGAIN } else { -errno() };
             return 1;
@@ -113,7 +123,6 @@ impl AioContext {
         // A write whose event cannot be collected (never expected) fails with EIO rather than
         // being written again by the caller's fallback.
         results[..submitted].fill(-libc::EIO);
-        let mut events = [MaybeUninit::<IoEvent>::uninit(); DEPTH];
         let mut got = 0;
         while got < submitted {
             let want = (submitted - got) as libc::c_long;
@@ -122,7 +131,7 @@ impl AioContext {
             let r = unsafe {
                 libc::syscall(
                     libc::SYS_io_getevents,
-                    self.id,
+                    *id,
                     want,
                     want,
                     events[got..].as_mut_ptr(),

@@ -85,7 +85,7 @@ impl EpollDriver {
             // Counted by `in_flight` from here on (see there).
             self.in_flight.fetch_add(batch.len(), Ordering::Relaxed);
         }
-        let Some(aio) = aio.as_ref().filter(|_| batch.len() > 1) else {
+        let Some(aio) = aio.as_mut().filter(|_| batch.len() > 1) else {
             batch.drain(..).for_each(|op| self.start(op));
             return;
         };

@@ -24,6 +24,7 @@
 mod aio;
 mod batch;
 mod sys;
+mod wait_list;
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use self::batch::Writing;
 use self::sys::Attempt;
+use self::wait_list::WaitList;
 use crate::op::machine::{self, Step};
 use crate::op::{OpKind, RawOp};
 
@@ -69,12 +71,12 @@ struct SocketWaiters {
     /// readable edge came since. A new receive then waits for the edge without trying first
     /// (saving the system call that would fail).
     drained: bool,
-    read: VecDeque<Waiting>,
-    write: VecDeque<Waiting>,
+    read: WaitList<Waiting>,
+    write: WaitList<Waiting>,
 }
 
 impl SocketWaiters {
-    fn list(&mut self, dir: Direction) -> &mut VecDeque<Waiting> {
+    fn list(&mut self, dir: Direction) -> &mut WaitList<Waiting> {
         match dir {
             Direction::Read => &mut self.read,
             Direction::Write => &mut self.write,
@@ -277,14 +279,11 @@ impl EpollDriver {
         let mut cancelled = Vec::new();
         {
             let mut waiters = lock(slot);
+            let mut taken = Vec::new();
             for dir in [Direction::Read, Direction::Write] {
-                let list = waiters.list(dir);
-                let mut kept = VecDeque::with_capacity(list.len());
-                for w in list.drain(..) {
-                    if pick(&w.op) { cancelled.push(w.op) } else { kept.push_back(w) }
-                }
-                *list = kept;
+                waiters.list(dir).take_where(|w| pick(&w.op), &mut taken);
             }
+            cancelled.extend(taken.into_iter().map(|w| w.op));
         }
         let any = !cancelled.is_empty();
         for op in cancelled {

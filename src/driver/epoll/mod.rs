@@ -429,10 +429,10 @@ impl EpollDriver {
         self.polling.fetch_add(1, Ordering::SeqCst);
         // A result queued after the check above finds `polling` raised and wakes us.
         let timeout = if delivered || self.has_ready.load(Ordering::SeqCst) { Some(Duration::ZERO) } else { timeout };
-        let n = sys::epoll_wait(&self.epfd, &mut events, timeout);
+        let ready = sys::epoll_wait(&self.epfd, &mut events, timeout);
         self.polling.fetch_sub(1, Ordering::SeqCst);
         let (mut woke, mut delivered) = (false, 0);
-        for ev in &events[..n] {
+        for ev in ready {
             let (token, flags) = (ev.u64, ev.events);
             if token == WAKE_TOKEN {
                 crate::sys::eventfd_drain(self.wake_fd.as_raw_fd());

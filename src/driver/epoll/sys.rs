@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -37,12 +38,19 @@ pub(super) fn epoll_del(epfd: &OwnedFd, fd: RawFd) {
 }
 
 /// The empty event array `epoll_wait` fills.
-pub(super) fn no_events<const N: usize>() -> [libc::epoll_event; N] {
-    [libc::epoll_event { events: 0, u64: 0 }; N]
+pub(super) fn no_events<const N: usize>() -> [MaybeUninit<libc::epoll_event>; N] {
+    [MaybeUninit::uninit(); N]
 }
 
-/// Waits for events, at most `timeout` (`None`: no limit). Returns how many were written.
-pub(super) fn epoll_wait(epfd: &OwnedFd, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> usize {
+/// Waits for events, at most `timeout` (`None`: no limit), and returns the ones the kernel
+/// wrote (a prefix of `events`, which need not be initialised beforehand). The system call is
+/// made directly (`epoll_pwait` without a signal mask, which every architecture has), not
+/// through libc's cancellation-point wrapper.
+pub(super) fn epoll_wait<'a>(
+    epfd: &OwnedFd,
+    events: &'a mut [MaybeUninit<libc::epoll_event>],
+    timeout: Option<Duration>,
+) -> &'a [libc::epoll_event] {
     let ms = match timeout {
         None => -1,
         Some(t) if t.is_zero() => 0,
@@ -50,9 +58,23 @@ pub(super) fn epoll_wait(epfd: &OwnedFd, events: &mut [libc::epoll_event], timeo
         Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
     };
     let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
-    // SAFETY: `events` is valid for writes of `max` entries for the duration of the call.
-    let n = unsafe { libc::epoll_wait(epfd.as_raw_fd(), events.as_mut_ptr(), max, ms) };
-    usize::try_from(n).unwrap_or(0)
+    // SAFETY: `events` is valid for writes of `max` entries for the duration of the call; a
+    // null signal mask leaves the thread's mask alone.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait,
+            epfd.as_raw_fd(),
+            events.as_mut_ptr(),
+            max,
+            ms,
+            std::ptr::null::<libc::sigset_t>(),
+            0usize,
+        )
+    };
+    let n = usize::try_from(n).unwrap_or(0).min(events.len());
+    // SAFETY: the kernel initialised the first `n` entries (it reports how many it wrote, at
+    // most `max`), and `MaybeUninit<T>` has the layout of `T`.
+    unsafe { std::slice::from_raw_parts(events.as_ptr().cast::<libc::epoll_event>(), n) }
 }
 
 /// What one attempt at a step did.

@@ -47,7 +47,8 @@ pub(crate) fn perform_nonblocking(step: &Step) -> i32 {
     if res < 0 { -errno() } else { res.min(libc::c_long::from(i32::MAX)) as i32 }
 }
 
-fn errno() -> i32 {
+/// The calling thread's `errno` after a failed system call (`EIO` if there is none).
+pub(crate) fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 

@@ -376,12 +376,7 @@ backend_test! {
 fn ax11_several_outstanding_accepts_each_get_a_connection() {
     const N: u32 = 4;
     let port = new_port();
-    let listener = Socket::listen_tcp(loopback(), 16).unwrap();
-    port.associate(&listener, 7).unwrap();
-    let mut ids = HashMap::new();
-    for ctx in 0..N {
-        ids.insert(ctx, issue(Overlapped::new(ctx), |ov| listener.accept(ov)));
-    }
+    let (listener, ids) = outstanding_accepts(&port, N);
     assert_quiet(&port);
 
     let addr = listener.local_addr().unwrap();
@@ -412,11 +407,7 @@ backend_test! {
 fn ax11_outstanding_accepts_take_connections_arriving_one_at_a_time() {
     const N: u32 = 3;
     let port = new_port();
-    let listener = Socket::listen_tcp(loopback(), 16).unwrap();
-    port.associate(&listener, 7).unwrap();
-    for ctx in 0..N {
-        issue(Overlapped::new(ctx), |ov| listener.accept(ov));
-    }
+    let (listener, _) = outstanding_accepts(&port, N);
     let addr = listener.local_addr().unwrap();
     let mut seen_ctx = HashSet::new();
     let mut clients = Vec::new();
@@ -430,6 +421,15 @@ fn ax11_outstanding_accepts_take_connections_arriving_one_at_a_time() {
         assert_quiet(&port);
     }
 }
+}
+
+/// A listener associated with `port` under key 7 with `n` accepts outstanding, their records'
+/// contexts `0..n`; returns it with each context's record id.
+fn outstanding_accepts(port: &Port, n: u32) -> (Socket, HashMap<u32, OverlappedId>) {
+    let listener = Socket::listen_tcp(loopback(), 16).unwrap();
+    port.associate(&listener, 7).unwrap();
+    let ids = (0..n).map(|ctx| (ctx, issue(Overlapped::new(ctx), |ov| listener.accept(ov)))).collect();
+    (listener, ids)
 }
 
 /// AX-8 (Linux: the accepted socket already has its full state, §8.4.8): once associated, the

@@ -16,11 +16,11 @@
 //! (the default for Rust programs; checked before each batch), and only for plain sends.
 #![allow(unsafe_code)]
 
-use std::io;
 use std::mem::MaybeUninit;
 
 use crate::op::RawOp;
 use crate::op::machine::{self, Step};
+use crate::sys::errno;
 
 /// Writes per `io_submit` (and the context's queue depth): a whole batch of a busy port in one
 /// call (at 128 connections, 64 per call measured about 3% slower than 256).
@@ -184,8 +184,4 @@ pub(super) fn preemptions() -> i64 {
     let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
     // SAFETY: `getrusage` filled `usage` when it succeeded (and it is zeroed otherwise).
     if r == 0 { i64::from(unsafe { usage.assume_init() }.ru_nivcsw) } else { 0 }
-}
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }

@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use super::EpollDriver;
 use super::aio::{self, AioContext};
-use super::{EpollDriver, lock, lock_writing};
 use crate::op::RawOp;
 use crate::op::machine::{self, Step};
 
@@ -71,13 +71,13 @@ impl EpollDriver {
     /// AIO may be used, else each tried on its own. A send that would block (or that AIO
     /// refused) is started the ordinary way, which queues it on its socket.
     pub(super) fn write_sends(&self) {
-        if lock(&self.sends).is_empty() {
+        if self.sends.lock().is_empty() {
             return;
         }
-        let mut writing = lock_writing(&self.writing);
+        let mut writing = self.writing.lock();
         let Writing { batch, results, again, aio, policy } = &mut *writing;
         {
-            let mut sends = lock(&self.sends);
+            let mut sends = self.sends.lock();
             std::mem::swap(batch, &mut *sends);
             if batch.is_empty() {
                 return;
@@ -103,7 +103,7 @@ impl EpollDriver {
         }
         // The finished ones go to the ready queue under one lock; the others start afresh.
         {
-            let mut ready = lock(&self.ready);
+            let mut ready = self.ready.lock();
             for (op, res) in batch.drain(..).zip(results.drain(..)) {
                 if res == -libc::EAGAIN { again.push(op) } else { ready.push_back((op, res)) }
             }

@@ -29,15 +29,14 @@ mod wait_list;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-
-use crate::lock::{Lock, LockGuard};
 use std::time::Duration;
 
 use self::batch::Writing;
 use self::sys::Attempt;
 use self::wait_list::WaitList;
+use crate::lock::Lock;
 use crate::op::machine::{self, Step};
 use crate::op::{OpKind, RawOp};
 
@@ -137,15 +136,6 @@ impl SocketTable {
     }
 }
 
-fn lock<T>(m: &Lock<T>) -> LockGuard<'_, T> {
-    m.lock()
-}
-
-/// The lock of the send writer, which is held across `io_submit`.
-fn lock_writing(m: &Mutex<Writing>) -> MutexGuard<'_, Writing> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// An epoll instance shared by the threads of one completion port.
 pub(crate) struct EpollDriver {
     epfd: OwnedFd,
@@ -163,8 +153,8 @@ pub(crate) struct EpollDriver {
     closed: AtomicBool,
     /// Plain stream sends waiting for the next flush.
     sends: Lock<Vec<RawOp>>,
-    /// What writes the queued sends.
-    writing: Mutex<Writing>,
+    /// What writes the queued sends (held across `io_submit`).
+    writing: Lock<Writing>,
 }
 
 impl EpollDriver {
@@ -182,7 +172,7 @@ impl EpollDriver {
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sends: Lock::new(Vec::new()),
-            writing: Mutex::new(Writing::new()),
+            writing: Lock::new(Writing::new()),
         })
     }
 
@@ -192,7 +182,7 @@ impl EpollDriver {
             return Err(op);
         }
         if batch::is_plain_stream_send(&mut op) {
-            lock(&self.sends).push(op);
+            self.sends.lock().push(op);
         } else {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             self.start(op);
@@ -208,7 +198,7 @@ impl EpollDriver {
             self.push_ready(op, -libc::EBADF);
             return;
         };
-        let mut waiters = lock(slot);
+        let mut waiters = slot.lock();
         // Earlier operations of this direction go first (issue order); a receive on a socket
         // known to be drained waits for its edge (it is registered: `drained` implies it).
         if !waiters.list(dir).is_empty() || (dir == Direction::Read && waiters.drained) {
@@ -241,7 +231,7 @@ impl EpollDriver {
     }
 
     fn push_ready(&self, op: RawOp, res: i32) {
-        lock(&self.ready).push_back((op, res));
+        self.ready.lock().push_back((op, res));
         self.has_ready.store(true, Ordering::SeqCst);
     }
 
@@ -278,16 +268,14 @@ impl EpollDriver {
     fn cancel_in(&self, slot: &Slot, pick: impl Fn(&RawOp) -> bool) -> bool {
         let mut cancelled = Vec::new();
         {
-            let mut waiters = lock(slot);
-            let mut taken = Vec::new();
+            let mut waiters = slot.lock();
             for dir in [Direction::Read, Direction::Write] {
-                waiters.list(dir).take_where(|w| pick(&w.op), &mut taken);
+                waiters.list(dir).take_where(|w| pick(&w.op), &mut cancelled);
             }
-            cancelled.extend(taken.into_iter().map(|w| w.op));
         }
         let any = !cancelled.is_empty();
-        for op in cancelled {
-            self.push_ready(op, -libc::ECANCELED);
+        for w in cancelled {
+            self.push_ready(w.op, -libc::ECANCELED);
         }
         if any {
             self.wake();
@@ -298,7 +286,7 @@ impl EpollDriver {
     /// Cancels the queued sends that `pick` selects; true if any.
     fn cancel_queued_sends(&self, pick: impl Fn(&RawOp) -> bool) -> bool {
         let cancelled: Vec<RawOp> = {
-            let mut sends = lock(&self.sends);
+            let mut sends = self.sends.lock();
             if !sends.iter().any(&pick) {
                 return false;
             }
@@ -340,7 +328,7 @@ impl EpollDriver {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        let sends = lock(&self.sends);
+        let sends = self.sends.lock();
         self.in_flight.load(Ordering::Acquire) + sends.len()
     }
 
@@ -348,7 +336,7 @@ impl EpollDriver {
     /// the number is registered afresh.
     pub(crate) fn forget_fd(&self, fd: RawFd) {
         let Some(slot) = self.sockets.existing(fd) else { return };
-        let mut waiters = lock(slot);
+        let mut waiters = slot.lock();
         if waiters.registered {
             sys::epoll_del(&self.epfd, fd);
         }
@@ -375,7 +363,7 @@ impl EpollDriver {
         let mut taken: [Option<(RawOp, i32)>; DELIVER_AT_ONCE] = std::array::from_fn(|_| None);
         loop {
             let n = {
-                let mut ready = lock(&self.ready);
+                let mut ready = self.ready.lock();
                 let n = ready.len().min(DELIVER_AT_ONCE);
                 for slot in &mut taken[..n] {
                     *slot = ready.pop_front();
@@ -477,7 +465,7 @@ impl EpollDriver {
         loop {
             // The lock is released before the callback, which may submit to this socket.
             let (op, res, more) = {
-                let mut waiters = lock(slot);
+                let mut waiters = slot.lock();
                 if std::mem::take(&mut edge_read) {
                     waiters.drained = false;
                 }

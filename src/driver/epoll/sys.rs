@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::op::machine::Step;
-use crate::sys;
+use crate::sys::{self, errno};
 
 /// Events for a socket, registered once, edge-triggered: every edge is a chance to retry the
 /// operations waiting on the socket, which run until they would block again.
@@ -143,8 +143,4 @@ fn with_nonblocking(fd: RawFd, f: impl FnOnce() -> i32) -> i32 {
     // SAFETY: as above.
     unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
     res
-}
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }

@@ -169,17 +169,32 @@ mod barrier {
 
     static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
 
+    #[cfg(test)]
+    thread_local! {
+        /// Tests of the fallback: threads that set it (all the threads using one lock) behave
+        /// as where `membarrier` is unavailable.
+        pub(super) static FORCE_SYMMETRIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn mode() -> u8 {
+        #[cfg(test)]
+        if FORCE_SYMMETRIC.with(std::cell::Cell::get) {
+            return SYMMETRIC;
+        }
+        MODE.load(Ordering::Acquire)
+    }
+
     /// Whether releases may use a plain store: set once a waiter has registered for
     /// `membarrier` (until then, and where it is unavailable, releases swap).
     pub(super) fn asymmetric() -> bool {
-        MODE.load(Ordering::Relaxed) == ASYMMETRIC
+        mode() == ASYMMETRIC
     }
 
     /// Orders a waiter's announcement before its read of the lock word against every
     /// release: with plain-store releases, by making every running thread of the process
     /// execute a full memory barrier. Returns false if that failed (never expected).
     pub(super) fn before_sleep() -> bool {
-        let mode = match MODE.load(Ordering::Acquire) {
+        let mode = match mode() {
             UNKNOWN => choose(),
             m => m,
         };
@@ -256,14 +271,16 @@ mod tests {
 
     /// Runs `threads` threads that each add 1 to a plain counter under the lock `rounds` times,
     /// every `hold_every`th time holding the lock across a yield (so that waiters give up
-    /// spinning and sleep). Returns the final count, or `None` if the threads did not finish
-    /// in time (a lost wake-up leaves a waiter asleep for good).
-    fn hammer(threads: usize, rounds: u64, hold_every: u64, one_core: bool) -> Option<u64> {
+    /// spinning and sleep); `one_core` pins them all to one CPU, `symmetric` makes them behave
+    /// as where `membarrier` is unavailable. Returns the final count, or `None` if the threads
+    /// did not finish in time (a lost wake-up leaves a waiter asleep for good).
+    fn hammer(threads: usize, rounds: u64, hold_every: u64, one_core: bool, symmetric: bool) -> Option<u64> {
         let lock = Arc::new(Lock::new(0u64));
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let lock = Arc::clone(&lock);
                 std::thread::spawn(move || {
+                    super::barrier::FORCE_SYMMETRIC.with(|f| f.set(symmetric));
                     if one_core {
                         pin_to_first_cpu();
                     }
@@ -309,12 +326,18 @@ mod tests {
 
     #[test]
     fn sections_exclude_each_other_and_no_waiter_is_left_asleep() {
-        assert_eq!(hammer(4, 20_000, 7, false), Some(80_000));
+        assert_eq!(hammer(4, 20_000, 7, false, false), Some(80_000));
+    }
+
+    #[test]
+    fn without_membarrier_releases_swap_and_still_wake_every_waiter() {
+        assert_eq!(hammer(4, 20_000, 7, false, true), Some(80_000));
+        assert_eq!(hammer(3, 5_000, 3, true, true), Some(15_000));
     }
 
     #[test]
     fn waiters_sharing_one_core_with_the_holder_sleep_and_are_woken() {
-        assert_eq!(hammer(3, 5_000, 3, true), Some(15_000));
+        assert_eq!(hammer(3, 5_000, 3, true, false), Some(15_000));
     }
 
     #[test]

@@ -30,8 +30,9 @@
 //!
 //! Where `membarrier` is unavailable (kernels before 4.14, a seccomp filter), the release is
 //! an atomic swap instead, and both sides are then ordinary sequentially consistent Dekker
-//! synchronisation. The choice is made once, by the first thread that has to wait; until then
-//! releases use the swap, which is correct with either kind of waiter.
+//! synchronisation. The choice is made once per process, when the first completion port is
+//! created ([`prepare`]) or by the first thread that has to wait, whichever comes first; until
+//! then releases use the swap, which is correct with either kind of waiter.
 //!
 //! Poisoning: there is none. Every section leaves its data consistent at each step, so a panic
 //! in a holder's thread (the guard's drop releases the lock while unwinding) must not make the
@@ -45,6 +46,13 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering, compiler_fence};
 
 /// Compare-and-swap attempts a waiter makes before it sleeps.
 const SPINS: u32 = 64;
+
+/// Chooses how releases are ordered (module docs), if not done yet: one `membarrier`
+/// registration per process. Called when a completion port is created, so that a process
+/// whose locks never see a sleeping waiter still gets the plain-store release.
+pub(crate) fn prepare() {
+    barrier::prepare();
+}
 
 /// A mutual-exclusion lock without poisoning (see the module docs).
 pub(crate) struct Lock<T> {
@@ -200,6 +208,12 @@ mod barrier {
         };
         // Swapping releases are ordered already (sequentially consistent on both sides).
         mode == SYMMETRIC || super::sys::membarrier_private_expedited()
+    }
+
+    pub(super) fn prepare() {
+        if MODE.load(Ordering::Acquire) == UNKNOWN {
+            choose();
+        }
     }
 
     #[cold]

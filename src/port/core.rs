@@ -45,6 +45,7 @@ impl PortCore {
         let max =
             if concurrency == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { concurrency };
         let driver = Driver::new(backend)?;
+        crate::lock::prepare();
         Ok(Self { state: Lock::new(QueueState::new(max)), driver })
     }
 

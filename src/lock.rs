@@ -1,5 +1,5 @@
-//! The lock of the short critical sections on the I/O path: a socket's lanes, the port's
-//! queue, and the epoll backend's per-socket lists and queues.
+//! The lock of the I/O path: a socket's lanes, the port's queue, the io_uring backend's
+//! submission and completion queues, and the epoll backend's per-socket lists and queues.
 //!
 //! # Why not `std::sync::Mutex`
 //! A request on the port echo server takes about ten such locks, and `std`'s release is an
@@ -97,6 +97,13 @@ impl<T> Lock<T> {
             self.lock_contended();
         }
         LockGuard { lock: self, _not_send: PhantomData }
+    }
+
+    /// Takes the lock if it is free, without waiting.
+    pub(crate) fn try_lock(&self) -> Option<LockGuard<'_, T>> {
+        // Built only on success: a guard dropped after a failed attempt would release the
+        // holder's lock.
+        self.try_take().then(|| LockGuard { lock: self, _not_send: PhantomData })
     }
 
     fn try_take(&self) -> bool {
@@ -352,6 +359,17 @@ mod tests {
     #[test]
     fn waiters_sharing_one_core_with_the_holder_sleep_and_are_woken() {
         assert_eq!(hammer(3, 5_000, 3, true, false), Some(15_000));
+    }
+
+    #[test]
+    fn try_lock_takes_only_a_free_lock() {
+        let lock = Lock::new(1);
+        let held = lock.try_lock().expect("free");
+        assert!(lock.try_lock().is_none(), "held");
+        // The failed attempts must leave the holder's lock held.
+        assert!(lock.try_lock().is_none(), "still held after a failed attempt");
+        drop(held);
+        assert_eq!(lock.try_lock().map(|v| *v), Some(1));
     }
 
     #[test]

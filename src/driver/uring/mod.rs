@@ -20,13 +20,12 @@ mod prep;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, opcode, squeue};
 
-use crate::lock::Lock;
+use crate::lock::{Lock, LockGuard};
 use crate::op::RawOp;
 use crate::op::machine;
 
@@ -47,15 +46,11 @@ pub(crate) struct UringDriver {
     ring: IoUring,
     /// Short sections only (pushing an entry, reading the tail).
     sq_lock: Lock<()>,
-    cq_lock: Mutex<()>,
+    cq_lock: Lock<()>,
     in_flight: AtomicUsize,
     closed: AtomicBool,
     /// `None` if the kernel refused a sparse file table.
-    files: Option<Mutex<FileSlots>>,
-}
-
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    files: Option<Lock<FileSlots>>,
 }
 
 impl UringDriver {
@@ -75,10 +70,10 @@ impl UringDriver {
         let driver = Self {
             ring,
             sq_lock: Lock::new(()),
-            cq_lock: Mutex::new(()),
+            cq_lock: Lock::new(()),
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            files: files.map(|()| Mutex::new(FileSlots { free: Vec::new(), next: 0 })),
+            files: files.map(|()| Lock::new(FileSlots { free: Vec::new(), next: 0 })),
         };
         driver.probe_cancel_any()?;
         Ok(driver)
@@ -88,7 +83,7 @@ impl UringDriver {
         let entry = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL);
         self.push(&entry);
         self.ring.submitter().submit_and_wait(1)?;
-        let _cq = lock(&self.cq_lock);
+        let _cq = self.cq_lock.lock();
         // SAFETY: `cq_lock` is held, so this is the only view of the completion queue.
         let cq = unsafe { self.ring.completion_shared() };
         let res = cq.map(|cqe| cqe.result()).next().unwrap_or(-libc::ENOENT);
@@ -124,7 +119,7 @@ impl UringDriver {
     /// Registers `fd` in the ring's file table, so requests on it skip the descriptor lookup.
     /// `None` if the table is full or unavailable (requests then use the descriptor).
     pub(crate) fn register_file(&self, fd: RawFd) -> Option<u32> {
-        let mut slots = self.files.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.files.as_ref()?.lock();
         let slot = match slots.free.pop() {
             Some(s) => s,
             None if slots.next < FIXED_FILES => {
@@ -146,7 +141,7 @@ impl UringDriver {
     /// they complete; the caller must issue no new request on the slot.
     pub(crate) fn unregister_file(&self, slot: u32) {
         let Some(files) = self.files.as_ref() else { return };
-        let mut slots = files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = files.lock();
         if self.ring.submitter().register_files_update(slot, &[-1]).is_ok() {
             slots.free.push(slot);
         }
@@ -229,7 +224,7 @@ impl UringDriver {
 
     /// Whether CQEs are waiting to be reaped (false while another thread is reaping).
     pub(crate) fn has_completions(&self) -> bool {
-        let Ok(_cq) = self.cq_lock.try_lock() else { return false };
+        let Some(_cq) = self.cq_lock.try_lock() else { return false };
         // SAFETY: `cq_lock` is held, so this is the only view of the completion queue; the view
         // is only read (its drop stores back the head it read).
         !unsafe { self.ring.completion_shared() }.is_empty()
@@ -239,17 +234,17 @@ impl UringDriver {
     /// reaping right now.
     pub(crate) fn reap_ready(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         match self.cq_lock.try_lock() {
-            Ok(guard) => self.reap_locked(guard, on_complete),
-            Err(_) => false,
+            Some(guard) => self.reap_locked(guard, on_complete),
+            None => false,
         }
     }
 
     fn reap(&self, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
-        self.reap_locked(lock(&self.cq_lock), on_complete)
+        self.reap_locked(self.cq_lock.lock(), on_complete)
     }
 
     /// Reaps every CQE; returns whether a wake-up or cancellation CQE was among them.
-    fn reap_locked(&self, _cq: MutexGuard<'_, ()>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
+    fn reap_locked(&self, _cq: LockGuard<'_, ()>, on_complete: &mut dyn FnMut(RawOp, i32)) -> bool {
         // SAFETY: the caller holds `cq_lock` (its guard is `_cq`), so this is the only view of
         // the completion queue.
         let mut cq = unsafe { self.ring.completion_shared() };

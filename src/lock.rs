@@ -34,6 +34,10 @@
 //! created ([`prepare`]) or by the first thread that has to wait, whichever comes first; until
 //! then releases use the swap, which is correct with either kind of waiter.
 //!
+//! After its store, a release still reads `sleepers` (and may wake `state`), so the lock must
+//! stay allocated until `unlock` returns. The guard's borrow of the lock guarantees that: the
+//! lock is freed only by its owner, and the owner cannot be gone while a guard borrows it.
+//!
 //! Poisoning: there is none. Every section leaves its data consistent at each step, so a panic
 //! in a holder's thread (the guard's drop releases the lock while unwinding) must not make the
 //! socket or the port unusable.

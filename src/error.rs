@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::io;
+use std::num::NonZeroI32;
 
 use crate::win32;
 
@@ -192,7 +193,9 @@ impl ErrorKind {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Error {
     kind: ErrorKind,
-    errno: Option<i32>,
+    /// Never 0 (no call fails with errno 0), so that the whole error is 8 bytes: a completion
+    /// packet, which holds one, is then copied in aligned words.
+    errno: Option<NonZeroI32>,
 }
 
 impl Error {
@@ -203,13 +206,13 @@ impl Error {
 
     /// The error a Linux `errno` stands for.
     pub fn from_errno(errno: i32) -> Self {
-        Self { kind: ErrorKind::from_errno(errno), errno: Some(errno) }
+        Self { kind: ErrorKind::from_errno(errno), errno: NonZeroI32::new(errno) }
     }
 
     /// An error of `kind` that came from `errno` (the kind overrides the default mapping, as
     /// for `EPIPE` after a local shutdown, spec §8.3).
     pub const fn with_errno(kind: ErrorKind, errno: i32) -> Self {
-        Self { kind, errno: Some(errno) }
+        Self { kind, errno: NonZeroI32::new(errno) }
     }
 
     /// What went wrong.
@@ -238,7 +241,10 @@ impl Error {
 
     /// The Linux `errno` this error came from, if it came from one.
     pub const fn raw_os_error(&self) -> Option<i32> {
-        self.errno
+        match self.errno {
+            Some(errno) => Some(errno.get()),
+            None => None,
+        }
     }
 }
 
@@ -258,7 +264,7 @@ impl From<io::Error> for Error {
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
-        match e.errno {
+        match e.raw_os_error() {
             Some(errno) => io::Error::from_raw_os_error(errno),
             None => io::Error::other(e),
         }
@@ -271,7 +277,7 @@ impl fmt::Debug for Error {
             .field("kind", &self.kind)
             .field("win32", &self.win32_error())
             .field("wsa", &self.wsa_error())
-            .field("errno", &self.errno)
+            .field("errno", &self.raw_os_error())
             .finish()
     }
 }
@@ -279,7 +285,7 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} (Win32 {}, WSA {}", self.kind, self.win32_error(), self.wsa_error())?;
-        if let Some(errno) = self.errno {
+        if let Some(errno) = self.raw_os_error() {
             write!(f, ", {}", io::Error::from_raw_os_error(errno))?;
         }
         f.write_str(")")
@@ -308,6 +314,13 @@ mod tests {
         assert_eq!((cancelled.win32_error(), cancelled.wsa_error()), (995, 995));
         let truncated = Error::from_errno(libc::EMSGSIZE);
         assert_eq!((truncated.win32_error(), truncated.wsa_error()), (234, 10040));
+    }
+
+    #[test]
+    fn an_error_and_a_status_fit_in_one_word() {
+        assert_eq!(std::mem::size_of::<Error>(), 8);
+        assert_eq!(std::mem::size_of::<Result<(), Error>>(), 8);
+        assert_eq!(Error::with_errno(ErrorKind::Other, 0).raw_os_error(), None, "errno 0 is no errno");
     }
 
     #[test]

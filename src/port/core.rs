@@ -186,21 +186,20 @@ impl PortCore {
         let alert = alertable.then(|| apc::Alertable::enter_port(self));
         let result = self.wait_for_packet(deadline, same, alert.as_ref());
         drop(alert);
-        let result = match result {
-            // GX-4: no packet, APCs queued: they run now, outside every lock.
-            Err(e) if e.kind() == ErrorKind::IoCompletion => {
-                apc::run_queued();
-                Err(e)
-            }
-            other => other,
-        };
-        match result {
+        // Matched by reference: the packet is moved once, into the caller's hands.
+        match &result {
             Ok(_) => worker::set_running(match previous {
                 Some(p) if same => p,
                 _ => Arc::downgrade(self),
             }),
-            // Leaving without a packet: what this thread deferred must reach the kernel now.
-            Err(_) => self.driver.flush(),
+            Err(e) => {
+                // GX-4: no packet, APCs queued: they run now, outside every lock.
+                if e.kind() == ErrorKind::IoCompletion {
+                    apc::run_queued();
+                }
+                // Leaving without a packet: what this thread deferred must reach the kernel now.
+                self.driver.flush();
+            }
         }
         result
     }

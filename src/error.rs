@@ -17,6 +17,10 @@ use crate::win32;
 /// Each kind names the NTSTATUS it stands for and its two Windows codes (spec §1.8, §8.3).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+// Four bytes, like the errno beside it in `Error`: an error then has no padding, so copies of
+// a completion packet are whole aligned words (a copy that includes padding is done with
+// overlapping odd-offset moves, which stall the loads that follow).
+#[repr(u32)]
 pub enum ErrorKind {
     /// The operation was cancelled (`STATUS_CANCELLED`; `ERROR_OPERATION_ABORTED` 995 /
     /// `WSA_OPERATION_ABORTED` 995). Also what a pending accept gets when its socket closes (CN-5).

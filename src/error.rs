@@ -208,13 +208,14 @@ impl Error {
         Self { kind, errno: None }
     }
 
-    /// The error a Linux `errno` stands for.
+    /// The error a Linux `errno` stands for (0, which no failing call sets, is kept as no
+    /// errno: [`Error::raw_os_error`] is then `None`).
     pub fn from_errno(errno: i32) -> Self {
         Self { kind: ErrorKind::from_errno(errno), errno: NonZeroI32::new(errno) }
     }
 
     /// An error of `kind` that came from `errno` (the kind overrides the default mapping, as
-    /// for `EPIPE` after a local shutdown, spec §8.3).
+    /// for `EPIPE` after a local shutdown, spec §8.3). An `errno` of 0 is kept as none.
     pub const fn with_errno(kind: ErrorKind, errno: i32) -> Self {
         Self { kind, errno: NonZeroI32::new(errno) }
     }

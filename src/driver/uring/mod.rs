@@ -46,6 +46,8 @@ pub(crate) struct UringDriver {
     ring: IoUring,
     /// Short sections only (pushing an entry, reading the tail).
     sq_lock: Lock<()>,
+    /// Held while reaping, across the callbacks: one thread reads the completion queue at a
+    /// time.
     cq_lock: Lock<()>,
     in_flight: AtomicUsize,
     closed: AtomicBool,

@@ -85,8 +85,8 @@ fn recv_step(op: &mut OpState, fd: Target, flags: i32, plain: bool, with_addr: b
         let spare = op.bufs[0].spare_capacity_mut();
         return Step::Recv { fd, buf: spare.as_mut_ptr().cast(), len: clamp_len(spare.len()), flags };
     }
-    let args = &mut op.extra.get_or_insert_with(Box::default).args;
-    args.set_spare_iovecs(&mut op.bufs);
+    let (args, bufs) = op.args_and_bufs();
+    args.set_spare_iovecs(bufs);
     Step::RecvMsg { fd, msg: args.msghdr(with_addr, true), flags }
 }
 
@@ -96,9 +96,22 @@ fn send_step(op: &mut OpState, fd: Target, flags: i32, with_addr: bool) -> Step 
         let rest = &op.bufs[0][op.progress..];
         return Step::Send { fd, buf: rest.as_ptr(), len: clamp_len(rest.len()), flags };
     }
-    let args = &mut op.extra.get_or_insert_with(Box::default).args;
-    args.set_iovecs(&mut op.bufs, op.progress);
+    let progress = op.progress;
+    let (args, bufs) = op.args_and_bufs();
+    args.set_iovecs(bufs, progress);
     Step::SendMsg { fd, msg: args.msghdr(with_addr, false), flags }
+}
+
+/// Whether [`next_step`] would return a plain send: [`Step::Send`] of one buffer, with no
+/// flags but [`SEND_FLAGS`] (a stream send or a connect's data). Decided from the kind and
+/// the buffer count alone, without building the step (`send_step` takes that branch).
+pub(crate) fn next_is_plain_send(op: &OpState) -> bool {
+    let flags = match op.kind {
+        OpKind::Send { flags } => flags,
+        OpKind::Connect { connected: true, .. } => 0,
+        _ => return false,
+    };
+    flags | SEND_FLAGS == SEND_FLAGS && op.bufs.len() == 1
 }
 
 fn clamp_len(len: usize) -> u32 {
@@ -208,4 +221,55 @@ fn commit_received(op: &mut OpState) {
 /// The error for a negated errno returned by the kernel.
 pub(crate) fn errno_error(res: i32) -> Error {
     Error::from_errno(-res)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::Arc;
+
+    use super::{SEND_FLAGS, Step, next_is_plain_send, next_step};
+    use crate::buf::BufList;
+    use crate::op::{OpKind, OpState};
+    use crate::socket::inner::SocketInner;
+
+    fn stream_socket() -> Arc<SocketInner> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors `socketpair` writes.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors are new and owned here alone; the second is closed at once.
+        let (fd, _peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Arc::new(SocketInner::new(fd, true, None))
+    }
+
+    #[test]
+    fn the_plain_send_test_agrees_with_the_step_built() {
+        let socket = stream_socket();
+        let to = "127.0.0.1:9".parse().unwrap();
+        let kinds = || {
+            [
+                OpKind::Send { flags: 0 },
+                OpKind::Send { flags: SEND_FLAGS },
+                OpKind::Send { flags: libc::MSG_DONTROUTE },
+                OpKind::SendTo { to, flags: 0 },
+                OpKind::Recv { flags: 0 },
+                OpKind::Connect { to, connected: false },
+                OpKind::Connect { to, connected: true },
+                OpKind::Disconnect,
+            ]
+        };
+        let mut plain = 0;
+        for bufs in [|| BufList::single(vec![1; 8]), || BufList::with_capacities(&[8, 8])] {
+            for kind in kinds() {
+                let mut op = OpState::new(bufs());
+                op.kind = kind;
+                op.socket = Some(socket.clone());
+                let cheap = next_is_plain_send(&op);
+                let built = matches!(next_step(&mut op), Step::Send { flags, .. } if flags == SEND_FLAGS);
+                assert_eq!(cheap, built, "{:?} with {} buffers", op.kind, op.bufs.len());
+                plain += usize::from(built);
+            }
+        }
+        assert_eq!(plain, 3, "single-buffer sends without caller flags, and a connect's data");
+    }
 }

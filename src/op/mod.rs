@@ -221,4 +221,10 @@ impl OpState {
     pub(crate) fn args(&mut self) -> &mut KernelArgs {
         &mut self.extra().args
     }
+
+    /// The kernel arguments together with the buffers they describe (a message step fills
+    /// the first from the second).
+    pub(crate) fn args_and_bufs(&mut self) -> (&mut KernelArgs, &mut BufList) {
+        (&mut self.extra.get_or_insert_with(Box::default).args, &mut self.bufs)
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::EpollDriver;
 use super::aio::{self, AioContext};
 use crate::op::RawOp;
-use crate::op::machine::{self, Step};
+use crate::op::machine;
 
 /// The sends being written, their results and the ones to retry (vectors whose capacity is
 /// reused), and the AIO context that writes them (`None`: unavailable, each is then tried on
@@ -89,10 +89,15 @@ impl EpollDriver {
             batch.drain(..).for_each(|op| self.start(op));
             return;
         };
-        if !policy.next_uses_aio() || !aio::sigpipe_ignored() {
+        // The policy first: `SIGPIPE` is checked (a system call) only for a batch AIO would
+        // write, and only a probe batch is measured.
+        let probe = !policy.next_uses_aio();
+        if probe || !aio::sigpipe_ignored() {
             let (sends, before) = (batch.len(), aio::preemptions());
             batch.drain(..).for_each(|op| self.start(op));
-            policy.measured(sends, aio::preemptions() - before);
+            if probe {
+                policy.measured(sends, aio::preemptions() - before);
+            }
             return;
         }
         results.clear();
@@ -117,9 +122,9 @@ impl EpollDriver {
 
 /// Whether `op`'s next step is a plain send on a stream socket (no flags of the caller's, one
 /// buffer): one that can be written with the others at the next flush.
-pub(super) fn is_plain_stream_send(op: &mut RawOp) -> bool {
-    let stream = op.state().socket.as_ref().is_some_and(|s| s.is_stream());
-    stream && matches!(machine::next_step(op.state_mut()), Step::Send { flags, .. } if flags == machine::SEND_FLAGS)
+pub(super) fn is_plain_stream_send(op: &RawOp) -> bool {
+    let state = op.state();
+    state.socket.as_ref().is_some_and(|s| s.is_stream()) && machine::next_is_plain_send(state)
 }
 
 #[cfg(test)]

@@ -177,11 +177,11 @@ impl EpollDriver {
     }
 
     /// Starts the next step of `op`. Refused (the op comes back) once the driver is closed.
-    pub(crate) fn submit(&self, mut op: RawOp) -> Result<(), RawOp> {
+    pub(crate) fn submit(&self, op: RawOp) -> Result<(), RawOp> {
         if self.closed.load(Ordering::Acquire) {
             return Err(op);
         }
-        if batch::is_plain_stream_send(&mut op) {
+        if batch::is_plain_stream_send(&op) {
             self.sends.lock().push(op);
         } else {
             self.in_flight.fetch_add(1, Ordering::Relaxed);

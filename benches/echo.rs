@@ -1,7 +1,8 @@
 //! Echo benchmark: the lecture's IOCP echo server on an `overlapped` completion port, against a
 //! tokio echo server, a monoio echo server (a thread-per-core io_uring runtime: the state of the
-//! art for completion I/O in Rust) and a raw io_uring echo server, all driven by one in-process
-//! load generator.
+//! art for completion I/O in Rust), a raw io_uring echo server and a raw epoll echo server (the
+//! ceilings of completion and of readiness I/O: no library at all), all driven by one
+//! in-process load generator.
 //!
 //! How to run it (the intended way: servers and load generator pinned to the same core, so
 //! `available_parallelism` is 1, the port's concurrency is 1 and tokio has 1 worker):
@@ -25,13 +26,13 @@
 //! measured time. Every load loop is bounded by time and by a request count. It reports per cell
 //! the requests per second and latency percentiles (hdrhistogram), and per scenario the median
 //! over rounds of the per-round ratios subject/baseline (`port/tokio`, `port/monoio`,
-//! `port/raw_uring`):
+//! `port/raw_uring`, `port/raw_epoll`):
 //! absolute numbers are noisy on a shared machine, the ratios are what matter. It also checks that
 //! the process's descriptor count returns to its starting value after each cell (a server that
 //! does not close its side of a finished connection shows up there).
 //!
 //! Adding a server is one more entry in [`SERVERS`].
-#![allow(unsafe_code)] // the raw io_uring server and the load generator hand buffers to a ring.
+#![allow(unsafe_code)] // the raw servers call the kernel directly; the load generator hands buffers to a ring.
 
 #[path = "../examples/event_echo_server.rs"]
 #[allow(dead_code)]
@@ -44,6 +45,9 @@ mod routine_echo_server;
 #[path = "../examples/iocp_echo_server.rs"]
 #[allow(dead_code)]
 mod iocp_echo_server;
+
+#[path = "servers/raw_epoll.rs"]
+mod raw_epoll;
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -95,6 +99,7 @@ const SERVERS: &[ServerKind] = &[
     ServerKind { name: "routine", role: Role::Subject, start: start_routine },
     ServerKind { name: "tokio", role: Role::Baseline, start: start_tokio },
     ServerKind { name: "raw_uring", role: Role::Baseline, start: start_raw_uring },
+    ServerKind { name: "raw_epoll", role: Role::Baseline, start: start_raw_epoll },
     ServerKind { name: "monoio", role: Role::Baseline, start: start_monoio },
 ];
 
@@ -229,6 +234,24 @@ impl EchoImpl for TokioServer {
     fn stop(self: Box<Self>) -> Result<(), String> {
         self.rt.shutdown_timeout(Duration::from_secs(2));
         Ok(())
+    }
+}
+
+// --- (e) raw epoll: one thread, no library (`servers/raw_epoll.rs`) ----------------------------
+
+fn start_raw_epoll() -> Result<Box<dyn EchoImpl>, String> {
+    Ok(Box::new(raw_epoll::RawEpollServer::start(loopback(), SERVER_BUF)?))
+}
+
+impl EchoImpl for raw_epoll::RawEpollServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn describe(&self) -> String {
+        "1 thread, edge-triggered epoll, recv/send".into()
+    }
+    fn stop(self: Box<Self>) -> Result<(), String> {
+        raw_epoll::RawEpollServer::stop(*self)
     }
 }
 

@@ -85,21 +85,18 @@ impl EpollDriver {
             // Counted by `in_flight` from here on (see there).
             self.in_flight.fetch_add(batch.len(), Ordering::Relaxed);
         }
-        let Some(aio) = aio.as_mut().filter(|_| batch.len() > 1) else {
-            batch.drain(..).for_each(|op| self.start(op));
-            return;
-        };
         // The policy first: `SIGPIPE` is checked (a system call) only for a batch AIO would
-        // write, and only a probe batch is measured.
-        let probe = !policy.next_uses_aio();
-        if probe || !aio::sigpipe_ignored() {
-            let (sends, before) = (batch.len(), aio::preemptions());
-            batch.drain(..).for_each(|op| self.start(op));
-            if probe {
+        // write, and preemptions are counted (another) only around a probe batch.
+        let aio = aio.as_mut().filter(|_| batch.len() > 1);
+        let probe = aio.is_some() && !policy.next_uses_aio();
+        let Some(aio) = aio.filter(|_| !probe && aio::sigpipe_ignored()) else {
+            let (sends, before) = (batch.len(), probe.then(aio::preemptions));
+            self.start_each(batch);
+            if let Some(before) = before {
                 policy.measured(sends, aio::preemptions() - before);
             }
             return;
-        }
+        };
         results.clear();
         results.resize(batch.len(), -libc::EAGAIN);
         let mut done = 0;
@@ -116,7 +113,13 @@ impl EpollDriver {
                 self.has_ready.store(true, Ordering::SeqCst);
             }
         }
-        again.drain(..).for_each(|op| self.start(op));
+        self.start_each(again);
+    }
+
+    /// Starts each of `ops` the ordinary way (tried now, queued on its socket if it would
+    /// block), leaving the vector empty with its capacity.
+    fn start_each(&self, ops: &mut Vec<RawOp>) {
+        ops.drain(..).for_each(|op| self.start(op));
     }
 }
 

@@ -13,10 +13,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::engine::Driving;
 use crate::error::{Error, ErrorKind};
 use crate::op::RawOp;
 use crate::port::core::PortCore;
@@ -65,6 +67,9 @@ impl Waker {
 /// One thread's APC queue.
 pub(crate) struct ApcQueue {
     state: Mutex<QueueState>,
+    /// The engines (a bit per engine index) that ran completion-routine operations this thread
+    /// issued: the ones its alertable waits drive.
+    engines: AtomicU8,
 }
 
 struct QueueState {
@@ -77,7 +82,16 @@ struct QueueState {
 
 impl ApcQueue {
     fn new(alive: bool) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(QueueState { apcs: VecDeque::new(), alertable: None, alive }) })
+        let state = Mutex::new(QueueState { apcs: VecDeque::new(), alertable: None, alive });
+        Arc::new(Self { state, engines: AtomicU8::new(0) })
+    }
+
+    /// Notes that a routine operation of this thread runs on engine `index`.
+    pub(crate) fn note_engine(&self, index: usize) {
+        let bit = 1u8 << index;
+        if self.engines.load(Ordering::Relaxed) & bit == 0 {
+            self.engines.fetch_or(bit, Ordering::AcqRel);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -133,6 +147,17 @@ thread_local! {
 /// The calling thread's APC queue (`None` while the thread is exiting).
 pub(crate) fn current_queue() -> Option<Arc<ApcQueue>> {
     QUEUE.try_with(|q| Arc::clone(&q.0)).ok()
+}
+
+/// The engines that run this thread's routine operations (a bit per engine index): what its
+/// alertable waits drive.
+pub(crate) fn routine_engines() -> u8 {
+    QUEUE.try_with(|q| q.0.engines.load(Ordering::Acquire)).unwrap_or(0)
+}
+
+/// Whether APCs are queued to the calling thread.
+pub(crate) fn has_queued() -> bool {
+    current_queue().is_some_and(|q| !q.lock().apcs.is_empty())
 }
 
 /// Runs every APC queued to the calling thread, in FIFO order, including ones queued while they
@@ -229,8 +254,13 @@ pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Wait {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     crate::port::worker::blocking(|| {
         let block = block::current();
+        let mut driving = Driving::new();
+        // An alertable sleep ends when a routine is queued: it reaps what can queue one.
+        let engines = if alertable { routine_engines() } else { 0 };
         loop {
-            if alertable && run_queued() {
+            if alertable && has_queued() {
+                driving.release();
+                run_queued();
                 return Wait::IoCompletion;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -239,7 +269,7 @@ pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Wait {
             block.arm();
             let alert = alertable.then(|| Alertable::enter(&block));
             if !alert.as_ref().is_some_and(Alertable::has_queued) {
-                block.park(deadline);
+                crate::wait::sleep(&mut driving, &block, engines, deadline);
             }
         }
     })

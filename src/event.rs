@@ -3,7 +3,7 @@
 //! [`wait_for_events`](crate::wait_for_events).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub(crate) struct EventObject {
     /// without it for quick scans.
     signaled: AtomicBool,
     closed: AtomicBool,
+    /// The engines (a bit per engine index) that ran an operation signalling this event: the
+    /// ones a wait on it drives, and a non-blocking look collects from.
+    engines: AtomicU8,
     /// The wait blocks of the threads waiting on this event.
     waiters: Mutex<Vec<Arc<WaitBlock>>>,
 }
@@ -63,6 +66,7 @@ impl Event {
             manual,
             signaled: AtomicBool::new(initially_set),
             closed: AtomicBool::new(false),
+            engines: AtomicU8::new(0),
             waiters: Mutex::new(Vec::new()),
         };
         Self { obj: Arc::new(obj) }
@@ -77,8 +81,14 @@ impl Event {
         self.obj.manual
     }
 
-    /// Whether the event is signalled right now (a peek: consumes nothing).
+    /// Whether the event is signalled right now (a peek: consumes nothing). Operations that
+    /// signal it and have completed are collected first, so a thread that never waits sees
+    /// their completion here.
     pub fn is_set(&self) -> bool {
+        if self.obj.signaled.load(Ordering::Acquire) {
+            return true;
+        }
+        crate::wait::collect(self.obj.engines());
         self.obj.signaled.load(Ordering::Acquire)
     }
 
@@ -160,6 +170,19 @@ impl EventObject {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Notes that an operation signalling this event runs on engine `index`.
+    pub(crate) fn note_engine(&self, index: usize) {
+        let bit = 1u8 << index;
+        if self.engines.load(Ordering::Relaxed) & bit == 0 {
+            self.engines.fetch_or(bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The engines that ran operations signalling this event (a bit per engine index).
+    pub(crate) fn engines(&self) -> u8 {
+        self.engines.load(Ordering::Acquire)
     }
 }
 

@@ -3,56 +3,101 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::engine::{self, Driving};
 use crate::error::{Error, ErrorKind};
 use crate::op::{Notify, RawOp};
 use crate::overlapped::{Overlapped, OverlappedId};
+use crate::wait::block::{self, WaitBlock};
 
 /// Where a completed record waits for its [`PendingIo`] handle. Once the handle has taken the
 /// record, the slot goes back into the record, so that reissuing it allocates nothing.
 pub(crate) struct ResultSlot {
-    record: Mutex<Option<RawOp>>,
-    /// Set when `record` is filled: read without the lock by `HasOverlappedIoCompleted`.
+    state: Mutex<SlotState>,
+    /// Set when the record is stored: read without the lock by `HasOverlappedIoCompleted`.
     completed: AtomicBool,
-    done: Condvar,
+    /// The engine running the flight (its index): what a wait for it drives.
+    engine: AtomicUsize,
+}
+
+struct SlotState {
+    record: Option<RawOp>,
+    /// The thread waiting for the record (`WSAGetOverlappedResult` with `fWait`), notified when
+    /// it is stored.
+    waiter: Option<Arc<WaitBlock>>,
 }
 
 impl ResultSlot {
-    /// The slot a record kept from its last flight, or a new one. A kept slot is free: its
-    /// handle gave it back with the record, and whoever completed that flight is at most still
-    /// notifying its condition variable (a spurious wake-up for the new flight's waiters).
-    pub(crate) fn reuse(spare: Option<Arc<ResultSlot>>) -> Arc<ResultSlot> {
+    /// The slot a record kept from its last flight, or a new one, for a flight on engine
+    /// `engine`. A kept slot is free: its handle gave it back with the record.
+    pub(crate) fn reuse(spare: Option<Arc<ResultSlot>>, engine: usize) -> Arc<ResultSlot> {
         match spare {
             Some(slot) => {
                 slot.completed.store(false, Ordering::Release);
+                slot.engine.store(engine, Ordering::Relaxed);
                 slot
             }
-            None => {
-                Arc::new(Self { record: Mutex::new(None), completed: AtomicBool::new(false), done: Condvar::new() })
-            }
+            None => Arc::new(Self {
+                state: Mutex::new(SlotState { record: None, waiter: None }),
+                completed: AtomicBool::new(false),
+                engine: AtomicUsize::new(engine),
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<RawOp>> {
-        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stores the completed record (its status already written, IO-1) and signals its event
     /// (EV-2), both under the slot's lock: a handle takes the record only once its event is
     /// set, so reissuing the record can never be followed by this flight's signal.
     fn complete(&self, op: RawOp) {
-        {
-            let mut record = self.lock();
+        let waiter = {
+            let mut st = self.lock();
             let event = op.state().event.clone();
-            *record = Some(op);
+            st.record = Some(op);
             self.completed.store(true, Ordering::Release);
             if let Some(e) = event {
                 e.signal();
             }
+            st.waiter.take()
+        };
+        if let Some(w) = waiter {
+            w.notify();
         }
-        self.done.notify_all();
+    }
+
+    /// Hands what the flight's engine has completed to its notifications (so a thread that
+    /// never waits sees its operation complete).
+    fn collect(&self) {
+        if let Some(e) = engine::by_index(self.engine.load(Ordering::Relaxed)) {
+            e.collect();
+        }
+    }
+
+    /// Waits (not alertably, GR-2) until the record is stored, driving the flight's engine.
+    fn wait(&self) {
+        let block = block::current();
+        let mut driving = Driving::new();
+        loop {
+            {
+                let mut st = self.lock();
+                if st.record.is_some() {
+                    return;
+                }
+                block.arm();
+                st.waiter = Some(Arc::clone(&block));
+            }
+            match engine::by_index(self.engine.load(Ordering::Relaxed)) {
+                Some(e) => driving.sleep(e, &block, None),
+                None => {
+                    block.park(None);
+                }
+            }
+        }
     }
 }
 
@@ -92,9 +137,14 @@ impl<C: Send + 'static> PendingIo<C> {
     }
 
     /// `HasOverlappedIoCompleted`: whether the operation has completed (also true once its
-    /// record was taken).
+    /// record was taken). What the kernel has completed is collected first, so a thread that
+    /// never waits sees its operation complete here.
     pub fn is_completed(&self) -> bool {
-        self.slot.as_ref().is_none_or(|s| s.completed.load(Ordering::Acquire))
+        let Some(slot) = self.slot.as_ref() else { return true };
+        if !slot.completed.load(Ordering::Acquire) {
+            slot.collect();
+        }
+        slot.completed.load(Ordering::Acquire)
     }
 
     /// The record's identity, for [`Socket::cancel`](crate::Socket::cancel) (`CancelIoEx`).
@@ -113,17 +163,18 @@ impl<C: Send + 'static> PendingIo<C> {
     /// fail with [`ErrorKind::InvalidArgument`].
     pub fn overlapped_result(&mut self, wait: bool) -> Result<Overlapped<C>, Error> {
         let slot = self.slot.as_ref().ok_or(Error::new(ErrorKind::InvalidArgument))?;
-        let mut record = slot.lock();
-        if record.is_none() {
-            if !wait {
-                return Err(Error::new(ErrorKind::IoIncomplete));
+        if !slot.completed.load(Ordering::Acquire) {
+            if wait {
+                crate::port::worker::blocking(|| slot.wait());
+            } else {
+                slot.collect();
             }
-            record = crate::port::worker::blocking(|| {
-                slot.done.wait_while(record, |r| r.is_none()).unwrap_or_else(|e| e.into_inner())
-            });
         }
-        let mut op = record.take().ok_or(Error::new(ErrorKind::InvalidArgument))?;
-        drop(record);
+        let mut st = slot.lock();
+        let Some(mut op) = st.record.take() else {
+            return Err(Error::new(if wait { ErrorKind::InvalidArgument } else { ErrorKind::IoIncomplete }));
+        };
+        drop(st);
         op.state_mut().spare_slot = self.slot.take();
         Ok(Overlapped::from_raw(op))
     }

@@ -91,6 +91,16 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// What runs operation steps on a backend: a completion port, or the engine of the operations
+/// notified through events and completion routines. Sockets submit through it, so they need
+/// not know which one an operation belongs to.
+pub(crate) trait Runner: Sync {
+    /// Starts the next step of `op` (see [`Driver::submit`]); hands it back if refused.
+    fn submit(&self, op: RawOp) -> Result<(), RawOp>;
+    /// Asks for the operation with this id, working on `fd`, to finish early.
+    fn cancel(&self, id: usize, fd: std::os::fd::RawFd);
+}
+
 /// One port's backend.
 // One per port, so the size difference costs nothing; boxing would add an indirection to
 // every call on the hot path.

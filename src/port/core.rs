@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use super::state::QueueState;
 use super::worker;
 use crate::apc;
+use crate::driver::Runner;
 use crate::driver::{Backend, Driver};
 use crate::error::{Error, ErrorKind};
 use crate::lock::{Lock, LockGuard};
 use crate::op::RawOp;
-use crate::op::machine::{self, Progress};
 
 /// An I/O completion packet: what `GetQueuedCompletionStatus` returns.
 pub(crate) struct Packet {
@@ -65,26 +65,12 @@ impl PortCore {
         self.lock().closed
     }
 
-    /// Starts an operation step. A running worker's submissions wait for its next `get`, so
-    /// they reach the kernel in one system call with its wait; anyone else's go at once.
-    pub(crate) fn submit(&self, op: RawOp) -> Result<(), RawOp> {
-        self.driver.submit(op)?;
-        if !worker::may_defer_submissions(self) {
-            self.driver.flush();
-        }
-        Ok(())
-    }
-
     pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> Option<u32> {
         self.driver.register_file(fd)
     }
 
     pub(crate) fn unregister_file(&self, slot: u32) {
         self.driver.unregister_file(slot);
-    }
-
-    pub(crate) fn cancel(&self, id: usize, fd: std::os::fd::RawFd) {
-        self.driver.cancel(id, fd);
     }
 
     /// Forgets what the backend keeps about a descriptor that is being closed.
@@ -139,7 +125,7 @@ impl PortCore {
         worker::reaping(self, || {
             let mut batch = worker::take_batch();
             let woke = driver_call(&mut |op, res| {
-                if let Some(packet) = self.on_completion(op, res) {
+                if let Some(packet) = crate::socket::inner::on_step_result(self, op, res) {
                     batch.push(packet);
                 }
             });
@@ -282,33 +268,6 @@ impl PortCore {
         self.driver.wake();
     }
 
-    /// Turns one result from the driver into progress: the next step, or a packet to queue.
-    fn on_completion(&self, mut op: RawOp, res: i32) -> Option<Packet> {
-        if res == -libc::ECANCELED {
-            // io_uring cancels the requests a thread submitted when that thread exits, whoever
-            // issued them. Unless the library asked for this cancellation, the operation goes on:
-            // this live thread submits the step again (TE-1: port operations outlive threads).
-            let socket = op.state().socket.clone().expect("issued operation has a socket");
-            match socket.resubmit_unless_cancelled(self, op) {
-                Ok(()) => return None,
-                Err(back) => op = back,
-            }
-        }
-        match machine::on_result(op.state_mut(), res) {
-            Progress::Again => {
-                let socket = op.state().socket.clone().expect("issued operation has a socket");
-                match socket.resubmit(self, op) {
-                    Ok(()) => None,
-                    Err(op) => socket.finish(op, Err(Error::new(ErrorKind::OperationAborted))),
-                }
-            }
-            Progress::Done(status) => {
-                let socket = op.state_mut().socket.take().expect("issued operation has a socket");
-                socket.finish(op, status)
-            }
-        }
-    }
-
     /// More queued packets for a thread that already holds one (`GetQueuedCompletionStatusEx`).
     pub(crate) fn take_extra(&self, max: usize, mut sink: impl FnMut(Packet)) {
         let mut st = self.lock();
@@ -364,6 +323,22 @@ impl PortCore {
             }
         }
         true
+    }
+}
+
+impl Runner for PortCore {
+    /// Starts an operation step. A running worker's submissions wait for its next `get`, so
+    /// they reach the kernel in one system call with its wait; anyone else's go at once.
+    fn submit(&self, op: RawOp) -> Result<(), RawOp> {
+        self.driver.submit(op)?;
+        if !worker::may_defer_submissions(self) {
+            self.driver.flush();
+        }
+        Ok(())
+    }
+
+    fn cancel(&self, id: usize, fd: std::os::fd::RawFd) {
+        self.driver.cancel(id, fd);
     }
 }
 

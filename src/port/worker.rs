@@ -25,8 +25,8 @@ struct Worker {
     running_on: RefCell<Option<Weak<PortCore>>>,
     /// Nesting depth of [`crate::blocking`] sections.
     blocked: Cell<u32>,
-    /// The port whose completions this thread is reaping, if any (see [`reaping`]).
-    reaping: Cell<*const PortCore>,
+    /// The port or engine whose completions this thread is reaping, if any (see [`reaping`]).
+    reaping: Cell<*const ()>,
     /// Packets reaped but not yet queued; kept here so its capacity is reused.
     batch: RefCell<Vec<Packet>>,
     /// Sockets this thread issued operations on that its exit cancels (TE-1), by address.
@@ -109,16 +109,23 @@ pub(crate) fn set_running(port: Weak<PortCore>) {
 pub(crate) fn may_defer_submissions(port: &PortCore) -> bool {
     WORKER
         .try_with(|w| {
-            std::ptr::eq(w.reaping.get(), port)
+            std::ptr::eq(w.reaping.get(), std::ptr::from_ref(port).cast())
                 || w.running_on.borrow().as_ref().is_some_and(|p| std::ptr::eq(p.as_ptr(), port))
         })
         .unwrap_or(false)
 }
 
-/// Runs `f` (a driver wait that reaps `port`'s completions) with submissions to `port`
-/// deferred.
-pub(crate) fn reaping<R>(port: &PortCore, f: impl FnOnce() -> R) -> R {
-    let was = WORKER.try_with(|w| w.reaping.replace(port)).unwrap_or(std::ptr::null());
+/// Whether this thread is reaping the completions of `runner` (a port or the engine) right
+/// now: its submissions to it then go with the wait it returns to.
+pub(crate) fn is_reaping<T>(runner: &T) -> bool {
+    WORKER.try_with(|w| std::ptr::eq(w.reaping.get(), std::ptr::from_ref(runner).cast())).unwrap_or(false)
+}
+
+/// Runs `f` (a driver wait that reaps the completions of `runner`, a port or the engine) with
+/// submissions to `runner` deferred.
+pub(crate) fn reaping<T, R>(runner: &T, f: impl FnOnce() -> R) -> R {
+    let this = std::ptr::from_ref(runner).cast::<()>();
+    let was = WORKER.try_with(|w| w.reaping.replace(this)).unwrap_or(std::ptr::null());
     let result = f();
     let _ = WORKER.try_with(|w| w.reaping.set(was));
     result

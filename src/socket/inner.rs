@@ -16,11 +16,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::driver::Backend;
+use crate::driver::{Backend, Runner};
 use crate::engine;
 use crate::error::{Error, ErrorKind};
 use crate::lock::{Lock, LockGuard};
 use crate::op::inline::{self, Inline};
+use crate::op::machine::{self, Progress};
 use crate::op::{CancelReason, Lane, OpKind, RawOp, Status};
 use crate::pending;
 use crate::port::core::{Packet, PortCore};
@@ -39,7 +40,7 @@ pub(crate) struct Association {
 struct InFlight {
     id: usize,
     issuer: u64,
-    /// Whether it runs on the socket's port (else on the engine, see `engine.rs`).
+    /// Whether it runs on the socket's port (else on the engine, see `engine/mod.rs`).
     on_port: bool,
     /// Whether its issuing thread's exit cancels it (TE-1): everything but port operations
     /// without an event.
@@ -117,7 +118,7 @@ impl SocketState {
 
 /// Submits `op` and records it as its lane's (or the free set's) operation in flight. Called
 /// with the state locked, so a cancellation finds the operation as soon as it is submitted.
-fn submit_in_lane(st: &mut SocketState, port: &PortCore, op: RawOp) -> Result<(), RawOp> {
+fn submit_in_lane(st: &mut SocketState, port: &dyn Runner, op: RawOp) -> Result<(), RawOp> {
     let lane = op.state().kind.lane();
     let entry = InFlight::of(&op);
     port.submit(op)?;
@@ -126,6 +127,35 @@ fn submit_in_lane(st: &mut SocketState, port: &PortCore, op: RawOp) -> Result<()
         None => st.free.push(entry),
     }
     Ok(())
+}
+
+/// Turns one result from a backend into progress: the next step (submitted to `runner`, which
+/// ran this one), or the finished operation handed to its notification, returning the packet
+/// to queue if it goes to a port.
+pub(crate) fn on_step_result(runner: &dyn Runner, mut op: RawOp, res: i32) -> Option<Packet> {
+    if res == -libc::ECANCELED {
+        // io_uring cancels the requests a thread submitted when that thread exits, whoever
+        // issued them. Unless the library asked for this cancellation, the operation goes on:
+        // this live thread submits the step again (TE-1: port operations outlive threads).
+        let socket = op.state().socket.clone().expect("issued operation has a socket");
+        match socket.resubmit_unless_cancelled(runner, op) {
+            Ok(()) => return None,
+            Err(back) => op = back,
+        }
+    }
+    match machine::on_result(op.state_mut(), res) {
+        Progress::Again => {
+            let socket = op.state().socket.clone().expect("issued operation has a socket");
+            match socket.resubmit(runner, op) {
+                Ok(()) => None,
+                Err(op) => socket.finish(op, Err(Error::new(ErrorKind::OperationAborted))),
+            }
+        }
+        Progress::Done(status) => {
+            let socket = op.state_mut().socket.take().expect("issued operation has a socket");
+            socket.finish(op, status)
+        }
+    }
 }
 
 /// Whether an issued operation went to the kernel or waits in its lane.
@@ -230,8 +260,12 @@ impl SocketInner {
 
     /// The completion port that runs an operation's kernel requests: the socket's port for
     /// port-notified operations, the engine for the others (`None` if that is gone).
-    fn core_for(&self, on_port: bool) -> Option<&PortCore> {
-        if on_port { self.association().map(|a| &*a.port) } else { engine::running(self.engine_backend().ok()?) }
+    fn core_for(&self, on_port: bool) -> Option<&dyn Runner> {
+        if on_port {
+            self.association().map(|a| &*a.port as &dyn Runner)
+        } else {
+            engine::running(self.engine_backend().ok()?).map(|e| e as &dyn Runner)
+        }
     }
 
     /// The backend of the engine that runs this socket's event and routine operations.
@@ -268,7 +302,7 @@ impl SocketInner {
 
     /// Starts an issued operation: refuses it on a closed or shut-down socket, queues it
     /// behind its lane, completes it inline in skip-on-success mode, or submits it.
-    pub(crate) fn start(self: &Arc<Self>, port: &PortCore, op: RawOp) -> Result<Started, (Error, RawOp)> {
+    pub(crate) fn start(self: &Arc<Self>, port: &dyn Runner, op: RawOp) -> Result<Started, (Error, RawOp)> {
         let mut st = self.lock();
         if self.is_closed() {
             return Err((Error::new(ErrorKind::NotSocket), op));
@@ -307,7 +341,7 @@ impl SocketInner {
 
     /// Submits the next step of a multi-step operation, unless it was cancelled meanwhile.
     /// Returns the operation if it must finish now (cancelled, or the port is closed).
-    pub(crate) fn resubmit(&self, port: &PortCore, op: RawOp) -> Result<(), RawOp> {
+    pub(crate) fn resubmit(&self, port: &dyn Runner, op: RawOp) -> Result<(), RawOp> {
         // Checked and submitted under the lock, so a cancellation cannot slip in between.
         let mut st = self.lock();
         if self.is_closed() || st.in_flight_mut(op.id()).and_then(|f| f.cancel).is_some() {
@@ -319,7 +353,7 @@ impl SocketInner {
     /// Submits an operation's step again after the kernel cancelled it on its own (its
     /// submitting thread exited), unless the socket is closed, the library asked for the
     /// cancellation, or this keeps happening. Gives the operation back otherwise.
-    pub(crate) fn resubmit_unless_cancelled(&self, port: &PortCore, mut op: RawOp) -> Result<(), RawOp> {
+    pub(crate) fn resubmit_unless_cancelled(&self, port: &dyn Runner, mut op: RawOp) -> Result<(), RawOp> {
         const MAX_REQUEUES: u8 = 16;
         let state = op.state_mut();
         if state.requeues >= MAX_REQUEUES {

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use super::inner::Started;
 use super::{MsgFlags, Socket};
 use crate::apc;
+use crate::driver::Runner;
 use crate::engine;
 use crate::error::{Error, ErrorKind};
 use crate::op::{CancelReason, Notify, OpKind, RawOp};
@@ -164,15 +165,22 @@ impl Socket {
         // event is marked event-only; every other operation completes through its routine or
         // its handle.
         let port = inner.association().filter(|_| !overlapped.is_event_only());
-        let core = match port {
-            Some(assoc) if assoc.context_type != TypeId::of::<C>() => {
+        if let Some(assoc) = port {
+            if assoc.context_type != TypeId::of::<C>() {
                 return reject(ErrorKind::InvalidArgument, overlapped);
             }
-            Some(assoc) => &*assoc.port,
+        }
+        let engine = match port {
+            Some(_) => None,
             None => match inner.engine_backend().and_then(engine::get) {
-                Ok(core) => core,
+                Ok(engine) => Some(engine),
                 Err(e) => return Err(Rejected { error: e, overlapped }),
             },
+        };
+        let core: &dyn Runner = match (port, engine) {
+            (Some(assoc), _) => &*assoc.port,
+            (None, Some(engine)) => engine,
+            (None, None) => unreachable!("an operation runs on its port or on the engine"),
         };
         if let Err(kind) = self.validate(&kind, &overlapped) {
             return reject(kind, overlapped);
@@ -186,15 +194,26 @@ impl Socket {
         let notify = if routine {
             // AP-4: queued to the issuing thread. The event is left alone (AP-8).
             match apc::current_queue() {
-                Some(queue) => Notify::Routine { queue, run: routine::run::<C> },
+                Some(queue) => {
+                    if let Some(engine) = engine {
+                        queue.note_engine(engine.index());
+                    }
+                    Notify::Routine { queue, run: routine::run::<C> }
+                }
                 None => return reject(ErrorKind::ThreadExited, Overlapped::from_record(rec)),
             }
         } else {
             // EV-2: starting the operation resets its event.
             if let Some(e) = &state.event {
                 e.reset_for_issue();
+                if let Some(engine) = engine {
+                    e.object().note_engine(engine.index());
+                }
             }
-            if port.is_some() { Notify::Port } else { Notify::Slot(ResultSlot::reuse(state.spare_slot.take())) }
+            match engine {
+                None => Notify::Port,
+                Some(engine) => Notify::Slot(ResultSlot::reuse(state.spare_slot.take(), engine.index())),
+            }
         };
         let slot = match &notify {
             Notify::Slot(slot) => Some(slot.clone()),

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use self::block::WaitBlock;
 use crate::apc;
+use crate::engine::{self, Driving};
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, EventObject, Locked};
 
@@ -114,18 +115,19 @@ impl Waiter {
         take: impl Fn(Option<&Arc<WaitBlock>>) -> Result<Option<usize>, Error>,
     ) -> Result<Wait, Error> {
         let block = block::current();
+        let mut driving = Driving::new();
         loop {
             if let Some(i) = take(None)? {
                 return Ok(Wait::Signaled(i));
             }
-            if let Some(done) = self.ends_without_waiting() {
+            if let Some(done) = self.ends_without_waiting(&mut driving) {
                 return Ok(done);
             }
             block.arm();
             let alert = self.alertable.then(|| apc::Alertable::enter(&block));
             let taken = take(Some(&block));
             if matches!(taken, Ok(None)) {
-                self.sleep(&block, alert.as_ref());
+                self.sleep(&block, alert.as_ref(), &mut driving, engines_of(objects));
             }
             drop(alert);
             unregister(objects, &block);
@@ -135,18 +137,22 @@ impl Waiter {
         }
     }
 
-    /// Sleeps until a registered event or an APC notifies `block`, or the deadline; not at all
-    /// if an APC is already queued for an alertable wait.
-    fn sleep(&self, block: &WaitBlock, alert: Option<&apc::Alertable>) {
+    /// Sleeps until a registered event or an APC notifies `block`, or the deadline, driving the
+    /// engines whose completions can end the wait; not at all if an APC is already queued for
+    /// an alertable wait.
+    fn sleep(&self, block: &Arc<WaitBlock>, alert: Option<&apc::Alertable>, driving: &mut Driving, engines: u8) {
         if !alert.is_some_and(apc::Alertable::has_queued) {
-            block.park(self.deadline);
+            let engines = if self.alertable { engines | apc::routine_engines() } else { engines };
+            sleep(driving, block, engines, self.deadline);
         }
     }
 
-    /// Before blocking: queued routines end an alertable wait (they run now); a passed deadline
-    /// (at once for a zero timeout) ends any wait.
-    fn ends_without_waiting(&self) -> Option<Wait> {
-        if self.alertable && apc::run_queued() {
+    /// Before blocking: queued routines end an alertable wait (they run now, once this wait
+    /// leads no engine); a passed deadline (at once for a zero timeout) ends any wait.
+    fn ends_without_waiting(&self, driving: &mut Driving) -> Option<Wait> {
+        if self.alertable && apc::has_queued() {
+            driving.release();
+            apc::run_queued();
             return Some(Wait::IoCompletion);
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -154,6 +160,34 @@ impl Waiter {
         }
         None
     }
+}
+
+/// Sleeps on `block` until it is notified or `deadline` passes, driving one of `engines` (a bit
+/// per engine index) while it sleeps: the thread that waits reaps (`engine/mod.rs`). With no
+/// engine to drive it just parks.
+pub(crate) fn sleep(driving: &mut Driving, block: &Arc<WaitBlock>, engines: u8, deadline: Option<Instant>) {
+    match engines_in(engines).next() {
+        Some(engine) => driving.sleep(engine, block, deadline),
+        None => {
+            block.park(deadline);
+        }
+    }
+}
+
+/// Hands what the engines in `engines` have completed to its notifications, without blocking.
+pub(crate) fn collect(engines: u8) {
+    for engine in engines_in(engines) {
+        engine.collect();
+    }
+}
+
+fn engines_in(engines: u8) -> impl Iterator<Item = &'static engine::Engine> {
+    (0..8).filter(move |i| engines & (1 << i) != 0).filter_map(engine::by_index)
+}
+
+/// The engines whose operations signal the events of a wait.
+fn engines_of<E: Borrow<Event>>(objects: &Objects<'_, E>) -> u8 {
+    objects.iter().fold(0, |m, e| m | e.engines())
 }
 
 /// Locks every event (in address order), and if all are signalled consumes them together.

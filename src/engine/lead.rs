@@ -2,17 +2,19 @@
 //! reaps for everyone) and the others *follow* (sleep on their wait blocks).
 //!
 //! - A thread that must sleep in a wait an engine's completions can end leads if nobody does,
-//!   and stays the leader until its wait returns ([`Driving`]'s drop), however often it goes
-//!   back into the backend meanwhile.
-//! - Otherwise it follows: it parks until its wait block is notified (its event set, an APC
-//!   queued, or the leader leaving) or its deadline passes.
-//! - A leader leaving hands the backend to the most recent follower by notifying it; a follower
-//!   leaving while nobody leads passes that on to the next. So while anyone waits on an engine,
-//!   someone leads it.
+//!   or if the leader is not in the backend right now; otherwise it follows: it parks until its
+//!   wait block is notified (its event set, an APC queued, the backend handed to it) or its
+//!   deadline passes.
+//! - Leadership is sticky: a leader whose wait returns keeps it while it runs, so that a server
+//!   thread that waits again at once leads again without waking anybody, and an idle thread
+//!   that also waits on the engine stays asleep. It hands the backend to the most recent
+//!   follower when it leaves the backend with completions still to reap.
+//! - A leader that stays away (it runs, or blocks elsewhere) while followers wait or operations
+//!   are in flight loses leadership to the helper thread (`helper.rs`) within a few ticks, which
+//!   wakes the most recent follower or reaps itself. A waiting thread that finds the helper
+//!   leading asks it to step down and takes over.
 //! - A notification meant for the leader reaches it in the backend: its wait block names the
 //!   engine it is blocked in, and notifying the block wakes that engine's backend.
-//! - The helper thread (`helper.rs`) may lead an engine nobody waits on; a waiting thread that
-//!   finds it leading asks it to step down and takes over.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,8 @@ const HELPER: u64 = u64::MAX;
 pub(crate) struct LeadState {
     /// The thread leading, by [`worker::id`].
     leader: Option<u64>,
+    /// The leader is blocked in the backend (or about to be).
+    in_backend: bool,
     /// A waiting thread asked the helper, which leads, to step down.
     takeover: bool,
     /// Threads waiting while another leads, most recent last.
@@ -36,8 +40,8 @@ pub(crate) struct LeadState {
 }
 
 impl LeadState {
-    pub(crate) fn has_leader(&self) -> bool {
-        self.leader.is_some()
+    pub(crate) fn has_leader_in_backend(&self) -> bool {
+        self.leader.is_some() && self.in_backend
     }
 
     /// Takes `block` off the followers; if nobody leads, the most recent follower left is told
@@ -59,28 +63,28 @@ impl LeadState {
     }
 }
 
-/// One wait's part in driving engines: the engine it leads, if any, led until the wait ends.
+/// One wait's part in driving engines: the engine it drove, whose submissions made while
+/// reaping go to the kernel when the wait ends.
 pub(crate) struct Driving {
-    leading: Option<&'static Engine>,
+    drove: Option<&'static Engine>,
 }
 
 impl Driving {
     pub(crate) fn new() -> Self {
-        Self { leading: None }
+        Self { drove: None }
     }
 
     /// Sleeps until `block` is notified or `deadline` passes, leading `engine` (blocking in its
     /// backend and reaping its completions) if nobody else does, following otherwise. The
     /// caller re-checks what it waits for and calls again.
     pub(crate) fn sleep(&mut self, engine: &'static Engine, block: &Arc<WaitBlock>, deadline: Option<Instant>) {
-        // A thread leads at most one engine: while it leads one, it drives that one.
-        let engine = self.leading.unwrap_or(engine);
-        if self.leading.is_none() && !engine.try_lead(block) {
+        let me = worker::id();
+        if !engine.enter_backend(me, block) {
             block.park(deadline);
             engine.lead.lock().remove_follower(block);
             return;
         }
-        self.leading = Some(engine);
+        self.drove = Some(engine);
         block.enter_engine(engine.index);
         // Dekker with `WaitBlock::notify`: the block names the engine before it reads its
         // notification, so a notification either is seen here or wakes the backend.
@@ -88,12 +92,14 @@ impl Driving {
             engine.drive(deadline.map(|d| d.saturating_duration_since(Instant::now())));
         }
         block.leave_engine();
+        engine.leave_backend(me);
     }
 
-    /// Stops leading (before the wait runs APCs, whose own waits must be able to lead).
+    /// Hands what the wait deferred while reaping to the kernel (before it returns or runs
+    /// APCs).
     pub(crate) fn release(&mut self) {
-        if let Some(engine) = self.leading.take() {
-            engine.step_down();
+        if let Some(engine) = self.drove.take() {
+            engine.driver.flush();
         }
     }
 }
@@ -105,12 +111,18 @@ impl Drop for Driving {
 }
 
 impl Engine {
-    /// Leads if nobody does (returns true); otherwise joins the followers (and, if the helper
+    /// Takes the backend if nobody leads, this thread leads already, or the leader is away
+    /// from the backend (returns true); otherwise joins the followers (and, if the helper
     /// leads, asks it to step down).
-    fn try_lead(&self, block: &Arc<WaitBlock>) -> bool {
+    fn enter_backend(&self, me: u64, block: &Arc<WaitBlock>) -> bool {
         let mut st = self.lead.lock();
-        if st.leader.is_none() {
-            st.leader = Some(worker::id());
+        let free = match st.leader {
+            None => true,
+            Some(l) => l == me || (l != HELPER && !st.in_backend),
+        };
+        if free {
+            st.leader = Some(me);
+            st.in_backend = true;
             return true;
         }
         st.followers.push(Arc::clone(block));
@@ -122,27 +134,42 @@ impl Engine {
         false
     }
 
-    /// The leader's wait is over: what it deferred goes to the kernel, and the most recent
-    /// follower takes over.
-    fn step_down(&self) {
-        self.driver.flush();
+    /// The leader is back from the backend. It stays the leader; if completions are waiting
+    /// and a follower sleeps, the follower takes the backend over.
+    fn leave_backend(&self, me: u64) {
         let mut st = self.lead.lock();
-        st.leader = None;
-        st.hand_over();
+        if st.leader != Some(me) {
+            return;
+        }
+        st.in_backend = false;
+        if !st.followers.is_empty() && self.driver.has_completions() {
+            st.leader = None;
+            st.hand_over();
+        }
     }
 
-    /// Called by the helper thread: if operations are in flight and nobody has entered the
-    /// backend since the helper's last look, reaps for up to `wait` (or until a waiting thread
-    /// takes over). Returns whether it did.
+    /// Called by the helper thread. A leader away from the backend that has not driven since
+    /// the helper's last look loses leadership to the most recent follower. With no leader and
+    /// no follower but operations in flight, the helper reaps itself for up to `wait` (or until
+    /// a waiting thread takes over). Returns whether it reaped.
     pub(super) fn rescue_if_abandoned(&self, wait: Duration) -> bool {
         {
             let mut st = self.lead.lock();
             let drives = self.drives.load(Ordering::Relaxed);
             let moved = self.drives_seen.swap(drives, Ordering::Relaxed) != drives;
-            if st.leader.is_some() || moved || self.in_flight() == 0 {
+            if moved || st.in_backend {
+                return false;
+            }
+            if st.leader.is_some() || !st.followers.is_empty() {
+                st.leader = None;
+                st.hand_over();
+                return false;
+            }
+            if self.in_flight() == 0 {
                 return false;
             }
             st.leader = Some(HELPER);
+            st.in_backend = true;
             st.takeover = false;
         }
         // Not counted in `drives`: the engine stays abandoned until a waiting thread drives it.
@@ -150,6 +177,7 @@ impl Engine {
         self.driver.flush();
         let mut st = self.lead.lock();
         st.leader = None;
+        st.in_backend = false;
         st.takeover = false;
         st.hand_over();
         true

@@ -133,7 +133,7 @@ impl Engine {
         let woke = self.reap(|on_complete| self.driver.reap_now(on_complete));
         self.driver.flush();
         // A wake-up taken here was meant for the thread blocked in the backend: pass it on.
-        if woke && self.lead.lock().has_leader() {
+        if woke && self.lead.lock().has_leader_in_backend() {
             self.driver.wake();
         }
     }

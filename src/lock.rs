@@ -8,7 +8,7 @@
 //! swaps cost about 50 ns per request.
 //!
 //! Nor a spin lock, whose release is a plain store: that was measured too. Where two threads
-//! share a core (the event and routine servers' I/O thread and engine thread under
+//! share a core (the event and routine servers' I/O thread and the engine thread they had then, under
 //! `taskset -c 0`), a waiter that yields to a preempted holder can be picked again and again
 //! until the holder is due: those servers ran at less than half their throughput. A lock must
 //! sleep while it waits.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 use crate::wait::block::WaitBlock;
+use crate::wait::standing::Marks;
 use crate::wait::{Wait, wait_for_events};
 
 /// An event object (`WSAEVENT` / a kernel event `HANDLE`).
@@ -35,13 +36,20 @@ pub(crate) struct EventObject {
     /// ones a wait on it drives, and a non-blocking look collects from.
     engines: AtomicU8,
     /// The wait blocks of the threads waiting on this event.
-    waiters: Mutex<Vec<Arc<WaitBlock>>>,
+    waiters: Mutex<Vec<Registered>>,
+}
+
+/// A wait block registered with an event: for one wait (waiting for all), or standing, with
+/// the index the event has in that thread's wait-for-any set and the marks to set at it.
+pub(crate) struct Registered {
+    block: Arc<WaitBlock>,
+    marks: Option<(Arc<Marks>, usize)>,
 }
 
 /// An event's state, locked: consuming it is atomic with the check.
 pub(crate) struct Locked<'a> {
     obj: &'a EventObject,
-    waiters: MutexGuard<'a, Vec<Arc<WaitBlock>>>,
+    waiters: MutexGuard<'a, Vec<Registered>>,
 }
 
 impl Event {
@@ -73,6 +81,11 @@ impl Event {
     }
 
     pub(crate) fn object(&self) -> &EventObject {
+        &self.obj
+    }
+
+    /// The shared object, as a handle that keeps it alive.
+    pub(crate) fn object_arc(&self) -> &Arc<EventObject> {
         &self.obj
     }
 
@@ -119,7 +132,10 @@ impl Event {
         st.check_open()?;
         self.obj.closed.store(true, Ordering::Release);
         for w in st.waiters.iter() {
-            w.notify();
+            if let Some((marks, _)) = &w.marks {
+                marks.mark_closed();
+            }
+            w.block.notify();
         }
         Ok(())
     }
@@ -163,20 +179,22 @@ impl EventObject {
         Locked { obj: self, waiters: self.waiters.lock().unwrap_or_else(|e| e.into_inner()) }
     }
 
-    /// A lock-free hint: signalled or closed (either ends a wait on it).
-    pub(crate) fn looks_ready(&self) -> bool {
-        self.signaled.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire)
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Notes that an operation signalling this event runs on engine `index`.
+    /// Notes that an operation signalling this event runs on engine `index` (standing waits on
+    /// it learn that they must drive that engine too).
     pub(crate) fn note_engine(&self, index: usize) {
         let bit = 1u8 << index;
         if self.engines.load(Ordering::Relaxed) & bit == 0 {
+            let st = self.lock();
             self.engines.fetch_or(bit, Ordering::AcqRel);
+            for w in st.waiters.iter() {
+                if let Some((marks, _)) = &w.marks {
+                    marks.note_engines(bit);
+                }
+            }
         }
     }
 
@@ -205,17 +223,42 @@ impl Locked<'_> {
     fn set(&mut self) {
         self.obj.signaled.store(true, Ordering::Release);
         for w in self.waiters.iter() {
-            w.notify();
+            if let Some((marks, i)) = &w.marks {
+                marks.mark(*i);
+            }
+            w.block.notify();
         }
     }
 
+    /// Registers `block` for one wait.
     pub(crate) fn register(&mut self, block: &Arc<WaitBlock>) {
-        self.waiters.push(Arc::clone(block));
+        self.waiters.push(Registered { block: Arc::clone(block), marks: None });
     }
 
+    /// Undoes [`Locked::register`].
     pub(crate) fn unregister(&mut self, block: &Arc<WaitBlock>) {
-        if let Some(at) = self.waiters.iter().position(|w| Arc::ptr_eq(w, block)) {
+        let at = self.waiters.iter().position(|w| w.marks.is_none() && Arc::ptr_eq(&w.block, block));
+        if let Some(at) = at {
             self.waiters.swap_remove(at);
         }
+    }
+
+    /// Registers a standing wait-for-any set: setting the event marks index `i` of `marks`
+    /// (and closing it marks the set closed), then notifies `block`. Marks what is already
+    /// true.
+    pub(crate) fn register_standing(&mut self, block: &Arc<WaitBlock>, marks: &Arc<Marks>, i: usize) {
+        if self.is_signaled() {
+            marks.mark(i);
+        }
+        if self.obj.is_closed() {
+            marks.mark_closed();
+        }
+        marks.note_engines(self.obj.engines());
+        self.waiters.push(Registered { block: Arc::clone(block), marks: Some((Arc::clone(marks), i)) });
+    }
+
+    /// Undoes every [`Locked::register_standing`] with `marks`.
+    pub(crate) fn unregister_standing(&mut self, marks: &Arc<Marks>) {
+        self.waiters.retain(|w| !w.marks.as_ref().is_some_and(|(m, _)| Arc::ptr_eq(m, marks)));
     }
 }

@@ -2,16 +2,18 @@
 //! spec §3.1), and the alertable part every library wait shares (spec §4).
 //!
 //! # Cost
-//! There is no limit of 64 events (`WSA_MAXIMUM_WAIT_EVENTS`); any number works, at a cost
-//! linear in the number of events. A wait first scans every event once without locking (is it
-//! closed? signalled?), then consumes the lowest signalled one under its lock: one cache line
-//! per event, so 64 events take well under a microsecond and 10,000 about 25 microseconds
-//! (`cargo bench --bench wait`). Only when none is signalled does it register with every event
-//! (one uncontended lock each), sleep, and unregister when woken: a blocking wait on 10,000
-//! events adds about 50-100 microseconds to the wake-up, whichever event fires. Waiting for all
-//! events locks each one, in address order, for every check.
+//! There is no limit of 64 events (`WSA_MAXIMUM_WAIT_EVENTS`); any number works. Waiting for
+//! any event goes through the thread's standing registration (`standing.rs`): the first wait on
+//! a set registers with each event (one lock each), later waits on the same set compare the
+//! handles (a contiguous array, no event object touched) and then cost what they return: the
+//! events that were set mark themselves, and the wait checks only those. Changing the set
+//! registers it anew. Waiting for all events locks each one, in address order, for every check.
+//!
+//! While a wait sleeps, its thread drives the engine whose completions can end it
+//! (`engine/`): the thread that waits reaps.
 
 pub(crate) mod block;
+pub(crate) mod standing;
 
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -76,10 +78,7 @@ pub fn wait_for_events<E: Borrow<Event>>(
             let order = address_order(&objects)?;
             waiter.wait(&objects, |block| take_all_signaled(&objects, &order, block).map(|all| all.then_some(0)))
         } else {
-            waiter.wait(&objects, |block| match block {
-                None => take_first_signaled(&objects),
-                Some(b) => register_any(&objects, b),
-            })
+            waiter.wait_any(events)
         }
     })
 }
@@ -134,6 +133,29 @@ impl Waiter {
             if let Some(i) = taken? {
                 return Ok(Wait::Signaled(i));
             }
+        }
+    }
+
+    /// Waiting for any: through this thread's standing registration (`standing.rs`), at a
+    /// cost that follows what the wait returns.
+    fn wait_any<E: Borrow<Event>>(&self, events: &[E]) -> Result<Wait, Error> {
+        let block = block::current();
+        let marks = standing::marks_for(events, &block);
+        let mut driving = Driving::new();
+        loop {
+            if let Some(i) = standing::take_lowest(events, &marks)? {
+                return Ok(Wait::Signaled(i));
+            }
+            if let Some(done) = self.ends_without_waiting(&mut driving) {
+                return Ok(done);
+            }
+            block.arm();
+            let alert = self.alertable.then(|| apc::Alertable::enter(&block));
+            // A set after the look above marked the set and notified the block armed here.
+            if let Some(i) = standing::take_lowest(events, &marks)? {
+                return Ok(Wait::Signaled(i));
+            }
+            self.sleep(&block, alert.as_ref(), &mut driving, marks.engines());
         }
     }
 
@@ -209,48 +231,6 @@ fn take_all_signaled<E: Borrow<Event>>(
         locked.iter_mut().for_each(|l| l.register(b));
     }
     Ok(false)
-}
-
-/// Scans every event once, without locking: a closed one fails the wait (WE-2: every handle is
-/// checked); the lowest-index signalled one is then consumed under its lock. If another waiter
-/// took it first, the scan goes on from there.
-fn take_first_signaled<E: Borrow<Event>>(objects: &Objects<'_, E>) -> Result<Option<usize>, Error> {
-    let mut first = None;
-    for (i, obj) in objects.iter().enumerate() {
-        if obj.is_closed() {
-            return Err(Error::new(ErrorKind::InvalidHandle));
-        }
-        if first.is_none() && obj.looks_ready() {
-            first = Some(i);
-        }
-    }
-    let Some(from) = first else { return Ok(None) };
-    for (i, obj) in objects.iter().enumerate().skip(from) {
-        if obj.looks_ready() {
-            let mut l = obj.lock();
-            l.check_open()?;
-            if l.is_signaled() {
-                l.consume();
-                return Ok(Some(i));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Registers `block` with every event, unless one turns out signalled (consumed and returned)
-/// or closed.
-fn register_any<E: Borrow<Event>>(objects: &Objects<'_, E>, block: &Arc<WaitBlock>) -> Result<Option<usize>, Error> {
-    for (i, obj) in objects.iter().enumerate() {
-        let mut l = obj.lock();
-        l.check_open()?;
-        if l.is_signaled() {
-            l.consume();
-            return Ok(Some(i));
-        }
-        l.register(block);
-    }
-    Ok(None)
 }
 
 fn unregister<E: Borrow<Event>>(objects: &Objects<'_, E>, block: &Arc<WaitBlock>) {

@@ -100,7 +100,7 @@ pub use pending::PendingIo;
 pub use port::{Completion, CompletionPort, PortBuilder, PostError};
 pub use routine::CompletionRoutine;
 pub use socket::{Accepted, Domain, Issued, MsgFlags, Protocol, Rejected, Shutdown, Socket, Type};
-pub use wait::{MAXIMUM_WAIT_EVENTS, Wait, wait_for_events};
+pub use wait::{MAXIMUM_WAIT_EVENTS, Wait, wait_for_any_events, wait_for_events};
 
 /// Runs `f` as a blocking section: while it runs, the calling thread does not count toward the
 /// concurrency of the completion port it is running for, so the port may release another

@@ -78,8 +78,40 @@ pub fn wait_for_events<E: Borrow<Event>>(
             let order = address_order(&objects)?;
             waiter.wait(&objects, |block| take_all_signaled(&objects, &order, block).map(|all| all.then_some(0)))
         } else {
-            waiter.wait_any(events)
+            waiter.wait_any(events, |marks| standing::take_lowest(events, marks))
         }
+    })
+}
+
+/// Waits like [`wait_for_events`]`(events, false, timeout, alertable)`, and returns every
+/// event signalled at that moment, up to `max`: their indices are appended to `out`, lowest
+/// first, each consumed as that wait would consume it (an auto-reset event is reset). Returns
+/// [`Wait::Signaled`] with the lowest index, [`Wait::Timeout`] or [`Wait::IoCompletion`] (then
+/// `out` is unchanged).
+///
+/// Windows has no such call: a server on `WSAWaitForMultipleEvents` loops over the events
+/// after each return to serve all that are signalled, or the lowest indices starve the others
+/// (WE-3). This does that in one call, at a cost that follows what it returns (the module
+/// docs), which is what a server with thousands of events needs.
+///
+/// Errors: as [`wait_for_events`]; `max == 0` is [`ErrorKind::InvalidArgument`].
+pub fn wait_for_any_events<E: Borrow<Event>>(
+    events: &[E],
+    out: &mut Vec<usize>,
+    max: usize,
+    timeout: Option<Duration>,
+    alertable: bool,
+) -> Result<Wait, Error> {
+    if events.is_empty() || max == 0 {
+        return Err(Error::new(ErrorKind::InvalidArgument));
+    }
+    let waiter = Waiter { deadline: timeout.and_then(|t| Instant::now().checked_add(t)), alertable };
+    crate::port::worker::blocking(|| {
+        waiter.wait_any(events, |marks| {
+            let start = out.len();
+            standing::take_many(events, marks, out, max)?;
+            Ok(out.get(start).copied())
+        })
     })
 }
 
@@ -138,12 +170,16 @@ impl Waiter {
 
     /// Waiting for any: through this thread's standing registration (`standing.rs`), at a
     /// cost that follows what the wait returns.
-    fn wait_any<E: Borrow<Event>>(&self, events: &[E]) -> Result<Wait, Error> {
+    fn wait_any<E: Borrow<Event>>(
+        &self,
+        events: &[E],
+        mut take: impl FnMut(&standing::Marks) -> Result<Option<usize>, Error>,
+    ) -> Result<Wait, Error> {
         let block = block::current();
         let marks = standing::marks_for(events, &block);
         let mut driving = Driving::new();
         loop {
-            if let Some(i) = standing::take_lowest(events, &marks)? {
+            if let Some(i) = take(&marks)? {
                 return Ok(Wait::Signaled(i));
             }
             if let Some(done) = self.ends_without_waiting(&mut driving) {
@@ -152,7 +188,7 @@ impl Waiter {
             block.arm();
             let alert = self.alertable.then(|| apc::Alertable::enter(&block));
             // A set after the look above marked the set and notified the block armed here.
-            if let Some(i) = standing::take_lowest(events, &marks)? {
+            if let Some(i) = take(&marks)? {
                 return Ok(Wait::Signaled(i));
             }
             self.sleep(&block, alert.as_ref(), &mut driving, marks.engines());

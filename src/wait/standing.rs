@@ -139,7 +139,30 @@ pub(crate) fn marks_for<E: Borrow<Event>>(events: &[E], block: &Arc<WaitBlock>) 
 /// Consumes the lowest signalled event of the set (WE-3) and returns its index; `None` if no
 /// event is marked signalled. Every event marked below the returned one was stale.
 pub(crate) fn take_lowest<E: Borrow<Event>>(events: &[E], marks: &Marks) -> Result<Option<usize>, Error> {
+    take_from(events, marks, 0)
+}
+
+/// Consumes up to `max` signalled events of the set, lowest index first, appending their
+/// indices to `out`; returns how many.
+pub(crate) fn take_many<E: Borrow<Event>>(
+    events: &[E],
+    marks: &Marks,
+    out: &mut Vec<usize>,
+    max: usize,
+) -> Result<usize, Error> {
     let mut from = 0;
+    let mut n = 0;
+    while n < max {
+        let Some(i) = take_from(events, marks, from)? else { break };
+        out.push(i);
+        n += 1;
+        from = i + 1;
+    }
+    Ok(n)
+}
+
+/// [`take_lowest`] among the indices from `from` on.
+fn take_from<E: Borrow<Event>>(events: &[E], marks: &Marks, mut from: usize) -> Result<Option<usize>, Error> {
     while let Some(i) = marks.first_from(from)? {
         let obj = events[i].borrow().object();
         let mut l = obj.lock();

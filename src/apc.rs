@@ -10,6 +10,12 @@
 //! [`Socket::send_blocking`](crate::Socket::send_blocking) (1.10). A thread blocked anywhere
 //! else runs nothing. When a thread exits, its queue is discarded: APCs still
 //! queued are dropped without running, and queuing to it fails (AP-6).
+//!
+//! Who completes a routine's operation: `sleep_ex` and the alertable event waits reap the
+//! engine that runs this thread's routine operations themselves (`engine/`), so a routine is
+//! queued the moment its thread observes the completion. A thread waiting alertably elsewhere
+//! (on a completion port, or in a blocking socket call) does not reap that engine; the
+//! helper thread does, within about 10 ms, and the routine then ends that wait as usual.
 
 use std::collections::VecDeque;
 use std::fmt;
